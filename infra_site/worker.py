@@ -1,0 +1,81 @@
+"""The shape shared by the background processes (poller, pod watcher).
+
+A management command that loops over `step()` while it holds its leader lock, stands by
+while another replica holds it, and stops cleanly on SIGTERM. Tests call `step()` directly.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandParser
+
+from infra_site.leader import LeaderLock
+
+log = logging.getLogger(__name__)
+
+# How often a standby asks for the lock; with the TTL this bounds the takeover time.
+STANDBY_RETRY_S = 1.0
+
+
+class WorkerCommand(BaseCommand):
+    lock_name: str = ""
+    lock_ttl_s: float = 10.0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.stopping = threading.Event()
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--once", action="store_true", help="run one step and exit")
+        parser.add_argument(
+            "--run-for", type=float, default=None, metavar="SECONDS", help="exit after this long"
+        )
+
+    def step(self) -> bool:
+        """Does one unit of work; returns whether there was work to do."""
+        raise NotImplementedError
+
+    def interval(self) -> float:
+        """Seconds to wait between two steps while leading."""
+        return 0.0
+
+    def on_leadership_lost(self) -> None:
+        """Hook for subclasses holding state that is only valid while leading."""
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        if options["once"]:
+            self.step()
+            return
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: self.stopping.set())
+        deadline = time.monotonic() + options["run_for"] if options["run_for"] else None
+        lock = LeaderLock(self.lock_name, ttl_s=self.lock_ttl_s)
+        leading = False
+        try:
+            while not self.stopping.is_set():
+                if deadline is not None and time.monotonic() >= deadline:
+                    break
+                if lock.acquire_or_renew():
+                    if not leading:
+                        log.info("%s: leading", self.lock_name)
+                    leading = True
+                    started = time.monotonic()
+                    try:
+                        self.step()
+                    except Exception:
+                        # A worker that dies stops the dashboard for everyone; log and go on.
+                        log.exception("%s: step failed", self.lock_name)
+                    self.stopping.wait(max(0.0, self.interval() - (time.monotonic() - started)))
+                else:
+                    if leading:
+                        log.info("%s: lost leadership, standing by", self.lock_name)
+                        self.on_leadership_lost()
+                    leading = False
+                    self.stopping.wait(STANDBY_RETRY_S)
+        finally:
+            lock.release()

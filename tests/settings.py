@@ -1,0 +1,19 @@
+"""Settings for the test run: the real settings module, fed a test environment.
+
+Unit tests use in-process backends so they need no services; integration tests override
+these per test with the real Redis (see tests/integration/conftest.py).
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("DJANGO_SECRET_KEY", "tests-only-not-secret")
+os.environ.setdefault("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost,testserver")
+
+from infra_site.settings import *  # noqa: E402,F403
+
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+# django-ratelimit refuses LocMem by default (it is per-process); unit tests are one process.
+SILENCED_SYSTEM_CHECKS = ["django_ratelimit.E003", "django_ratelimit.W001"]
