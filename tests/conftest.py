@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -45,7 +45,8 @@ def read_env_file(path: Path) -> dict[str, str]:
 @dataclass
 class Devstack:
     env: dict[str, str]
-    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    # SQLite file shared by every app process a test starts (web, watcher), migrated once.
+    database_url: str = ""
 
     @property
     def prometheus_url(self) -> str:
@@ -79,13 +80,14 @@ class Devstack:
     def app_env(self, **overrides: str) -> dict[str, str]:
         """The environment an app process gets: the stack's, test Redis db, overrides."""
         env = {**os.environ, **self.env, "REDIS_URL": self.redis_url}
+        env["DATABASE_URL"] = self.database_url
         env.pop("DJANGO_SETTINGS_MODULE", None)
         env.update(overrides)
         return env
 
 
 @pytest.fixture(scope="session")
-def devstack() -> Devstack:
+def devstack(tmp_path_factory: pytest.TempPathFactory) -> Devstack:
     env_file = STATE_DIR / "env"
     if not env_file.exists():
         unavailable(f"{env_file} does not exist")
@@ -103,6 +105,14 @@ def devstack() -> Devstack:
     result = stack.kubectl("get", "--raw", "/readyz", check=False, timeout=15)
     if result.returncode != 0:
         unavailable(f"kube-apiserver: {result.stderr.strip()}")
+    stack.database_url = f"sqlite:///{tmp_path_factory.mktemp('appdb') / 'app.sqlite3'}"
+    subprocess.run(
+        manage("migrate", "--noinput"),
+        cwd=ROOT,
+        env=stack.app_env(),
+        check=True,
+        capture_output=True,
+    )
     return stack
 
 
@@ -151,16 +161,22 @@ def start_process(tmp_path: Path) -> Iterator[StartProcess]:
 
 
 @pytest.fixture
-def web_server(
-    devstack: Devstack, start_process: StartProcess
-) -> Callable[..., str]:
+def web_server(devstack: Devstack, start_process: StartProcess) -> Callable[..., str]:
     """Starts a daphne web process on a free port; returns its base URL."""
 
     def start(**overrides: str) -> str:
         port = free_port()
         start_process(
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
-             "infra_site.asgi:application"],
+            [
+                sys.executable,
+                "-m",
+                "daphne",
+                "-b",
+                "127.0.0.1",
+                "-p",
+                str(port),
+                "infra_site.asgi:application",
+            ],
             devstack.app_env(**overrides),
             name=f"web-{port}",
         )
