@@ -1,0 +1,39 @@
+"""One row per chaos attempt that got past the rate limit (DESIGN.md, "Privacy" too)."""
+
+from __future__ import annotations
+
+from django.db import models
+
+
+class ChaosEvent(models.Model):
+    class Outcome(models.TextChoices):
+        DELETED = "deleted"
+        REFUSED = "refused"
+        FAILED = "failed"
+
+    at = models.DateTimeField(auto_now_add=True, db_index=True)
+    outcome = models.CharField(max_length=16, choices=Outcome.choices, db_index=True)
+    # Why it was refused or failed (e.g. not_enough_healthy, forbidden, timeout); empty
+    # when deleted.
+    reason = models.CharField(max_length=64, blank=True)
+    pod_name = models.CharField(max_length=253, blank=True)
+    pod_uid = models.CharField(max_length=64, blank=True, db_index=True)
+    # HMAC of the rate-limit identity (the IPv4 address or the IPv6 /64): lets staff see
+    # that one visitor clicked a lot without ever storing who they are.
+    client_hash = models.CharField(max_length=64, db_index=True)
+
+    # Recovery timeline, filled by the pod watcher. deleted_at is taken just before the
+    # delete call so that a replacement is never created "before" the kill it replaces.
+    deleted_at = models.DateTimeField(null=True, blank=True)
+    replacement_uid = models.CharField(max_length=64, blank=True, db_index=True)
+    replacement_name = models.CharField(max_length=253, blank=True)
+    replacement_created_at = models.DateTimeField(null=True, blank=True)
+    scheduled_at = models.DateTimeField(null=True, blank=True)
+    ready_at = models.DateTimeField(null=True, blank=True)
+    recovery_s = models.FloatField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.outcome} {self.pod_name or '-'} at {self.at:%Y-%m-%d %H:%M:%S}"
