@@ -1,0 +1,34 @@
+"""The app's own Prometheus metrics, defined in one place (served at `/metrics`).
+
+Each process records what it does: web processes count chaos attempts, open websockets
+and frames sent; the poller its poll rounds; the watcher recovery times. The web process
+serves its registry at `/metrics`; the poller and watcher serve theirs on `METRICS_PORT`
+when it is set, so Prometheus scrapes every process and sums across replicas.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+CHAOS_ATTEMPTS = Counter(
+    "infra_chaos_attempts",
+    "Chaos button presses that passed CSRF, by outcome.",
+    ["outcome"],  # deleted | refused | failed | rate_limited
+)
+RECOVERY_SECONDS = Histogram(
+    "infra_chaos_recovery_seconds",
+    "Seconds from a chaos kill to its replacement pod being Ready.",
+    buckets=(0.5, 1, 2, 3, 4, 5, 7.5, 10, 15, 20, 30, 60, 120),
+)
+OPEN_WEBSOCKETS = Gauge("infra_open_websockets", "Websocket viewers connected to this process.")
+BROADCASTS = Counter(
+    "infra_broadcasts", "Frames published to the infra group, by kind.", ["kind"]
+)
+POLL_SECONDS = Histogram(
+    "infra_poll_duration_seconds",
+    "Duration of one metrics poll round (all PromQL queries).",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5, 10),
+)
+POLL_FAILURES = Counter(
+    "infra_poll_failures", "Poll rounds in which at least one query failed (snapshot stale)."
+)
