@@ -6,9 +6,12 @@ and a cluster is the environment, never the code path.
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 
 import dj_database_url
+from csp.constants import NONE, SELF
+from django.core.exceptions import ImproperlyConfigured
 
 from infra_site.env import (
     env_bool,
@@ -20,6 +23,7 @@ from infra_site.env import (
     env_str,
     env_url,
 )
+from infra_site.logging import LOG_FORMATS, logging_config
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -37,18 +41,23 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "channels",
+    "csp",
+    "servestatic",
     "dashboard",
     "chaos",
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Right after the security headers, so static files get them and skip the rest.
+    "servestatic.middleware.ServeStaticMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "csp.middleware.CSPMiddleware",
 ]
 
 ROOT_URLCONF = "infra_site.urls"
@@ -111,7 +120,41 @@ CHAOS_ENABLED = env_bool("CHAOS_ENABLED", True)
 TRUSTED_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 0)
 
 ADMIN_URL = env_str("ADMIN_URL", "admin/").strip("/") + "/"
+
+# Websocket viewers one process accepts: per client (rate_key, so an IPv6 /64 is one
+# client) and in all. Each web replica counts its own, so a client can hold at most
+# WS_MAX_PER_IP connections on each replica.
+WS_MAX_PER_IP = env_int("WS_MAX_PER_IP", 20, minimum=1)
+WS_MAX_PER_PROCESS = env_int("WS_MAX_PER_PROCESS", 10000, minimum=1)
+
+# The poller and the watcher serve their metrics on this port when it is not 0 (the web
+# process serves /metrics itself). In a pod the address must be 0.0.0.0 to be scraped.
+METRICS_PORT = env_int("METRICS_PORT", 0)
+if METRICS_PORT > 65535:
+    raise ImproperlyConfigured(f"METRICS_PORT must be a TCP port (0-65535), not {METRICS_PORT}.")
+METRICS_ADDR = env_str("METRICS_ADDR", "127.0.0.1")
+
+
+def _networks(name: str, default: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    try:
+        return [ipaddress.ip_network(item) for item in env_list(name, default)]
+    except ValueError as exc:
+        raise ImproperlyConfigured(
+            f"{name} must be a comma-separated list of CIDRs: {exc}."
+        ) from None
+
+
+# Who may read /metrics: the scraper, never the public. Behind the ingress the client
+# address comes from X-Forwarded-For (TRUSTED_PROXY_COUNT), so internet visitors are
+# outside these networks; Prometheus scraping a pod directly is inside them.
+METRICS_ALLOWED_NETWORKS = _networks(
+    "METRICS_ALLOWED_NETWORKS",
+    "127.0.0.0/8,::1/128,10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,fc00::/7",
+)
+
 LOG_FORMAT = env_str("LOG_FORMAT", "text")
+if LOG_FORMAT not in LOG_FORMATS:
+    raise ImproperlyConfigured(f"LOG_FORMAT must be text or json, not {LOG_FORMAT!r}.")
 
 # Ratelimit counters must be shared by every web process, hence the Redis cache; and a
 # Redis outage must answer 503, not let the button through unlimited.
@@ -126,6 +169,10 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = BASE_DIR / "staticfiles"
+# ServeStatic serves the app's few static files from the web process itself (no extra
+# server in the pod). Straight from the source folders, so a checkout needs no
+# collectstatic; the image also collects them to STATIC_ROOT at build time.
+SERVESTATIC_USE_FINDERS = True
 
 SESSION_COOKIE_HTTPONLY = True
 CSRF_COOKIE_SAMESITE = "Strict"
@@ -133,12 +180,38 @@ SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": "INFO"},
-    # Never let the kubernetes client's debug output (which can include headers) through.
-    "loggers": {"kubernetes": {"level": "WARNING"}, "urllib3": {"level": "WARNING"}},
+# HTTPS. In a cluster TLS ends at the ingress, which talks plain HTTP to daphne and says
+# so in X-Forwarded-Proto; DJANGO_SECURE_PROXY_SSL_HEADER=true makes Django believe it
+# (only safe when the ingress sets that header on every request, which ingress-nginx
+# does). DJANGO_HTTPS=true then turns on the redirect, secure cookies and HSTS.
+HTTPS = env_bool("DJANGO_HTTPS", False)
+if env_bool("DJANGO_SECURE_PROXY_SSL_HEADER", False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", HTTPS)
+# Probes and scrapes reach the pod directly over plain HTTP; a redirect would fail them.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
+SESSION_COOKIE_SECURE = HTTPS
+CSRF_COOKIE_SECURE = HTTPS
+SECURE_HSTS_SECONDS = env_int("DJANGO_SECURE_HSTS_SECONDS", 365 * 24 * 3600 if HTTPS else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", HTTPS)
+SECURE_HSTS_PRELOAD = env_bool("DJANGO_SECURE_HSTS_PRELOAD", HTTPS)
+CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", "")
+
+# The page has no inline script or style, so the policy needs no 'unsafe-inline' and no
+# nonces. connect-src 'self' covers the page's own ws:/wss: origin (CSP Level 3; every
+# current browser), so no host has to be written into the policy.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF],
+        "style-src": [SELF],
+        "img-src": [SELF, "data:"],
+        "connect-src": [SELF],
+        "object-src": [NONE],
+        "frame-ancestors": [NONE],
+        "base-uri": [NONE],
+        "form-action": [SELF],
+    }
 }
+
+LOGGING = logging_config(LOG_FORMAT)
