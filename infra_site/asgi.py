@@ -14,10 +14,12 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
 from dashboard.routing import websocket_urlpatterns  # noqa: E402
+from infra_site.wscap import WebsocketCaps  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
-        "websocket": AllowedHostsOriginValidator(URLRouter(websocket_urlpatterns)),
+        # The caps come first: a refused connection costs no origin check or routing.
+        "websocket": WebsocketCaps(AllowedHostsOriginValidator(URLRouter(websocket_urlpatterns))),
     }
 )

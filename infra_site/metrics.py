@@ -21,9 +21,12 @@ RECOVERY_SECONDS = Histogram(
     buckets=(0.5, 1, 2, 3, 4, 5, 7.5, 10, 15, 20, 30, 60, 120),
 )
 OPEN_WEBSOCKETS = Gauge("infra_open_websockets", "Websocket viewers connected to this process.")
-BROADCASTS = Counter(
-    "infra_broadcasts", "Frames published to the infra group, by kind.", ["kind"]
+WEBSOCKETS_REFUSED = Counter(
+    "infra_websockets_refused",
+    "Websocket connections closed at once because a cap was reached, by cap.",
+    ["reason"],  # per_ip | per_process
 )
+BROADCASTS = Counter("infra_broadcasts", "Frames published to the infra group, by kind.", ["kind"])
 POLL_SECONDS = Histogram(
     "infra_poll_duration_seconds",
     "Duration of one metrics poll round (all PromQL queries).",
@@ -31,4 +34,9 @@ POLL_SECONDS = Histogram(
 )
 POLL_FAILURES = Counter(
     "infra_poll_failures", "Poll rounds in which at least one query failed (snapshot stale)."
+)
+WORKER_LEADING = Gauge(
+    "infra_worker_leading",
+    "1 while this process holds its worker's leader lock (poller, watcher), else 0.",
+    ["worker"],
 )

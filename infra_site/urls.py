@@ -9,6 +9,7 @@ from infra_site import views
 urlpatterns = [
     path("healthz", views.healthz),
     path("readyz", views.readyz),
+    path("metrics", views.metrics),
     path(settings.ADMIN_URL, admin.site.urls),
     path("", include("dashboard.urls")),
     path("", include("chaos.urls")),

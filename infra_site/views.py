@@ -1,11 +1,17 @@
-"""Probes for the orchestrator: liveness has no dependencies, readiness needs Redis."""
+"""Probes for the orchestrator (liveness has no dependencies, readiness needs Redis) and
+the process's own metrics for Prometheus."""
 
 from __future__ import annotations
 
-import redis
-from django.http import HttpRequest, JsonResponse
-from django.views.decorators.http import require_GET
+import ipaddress
 
+import redis
+from django.conf import settings
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.views.decorators.http import require_GET
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+
+from infra_site.clientip import request_client_ip
 from infra_site.leader import redis_client
 
 
@@ -23,3 +29,16 @@ def readyz(request: HttpRequest) -> JsonResponse:
     except redis.RedisError:
         return JsonResponse({"ok": False, "redis": "unreachable"}, status=503)
     return JsonResponse({"ok": True})
+
+
+@require_GET
+def metrics(request: HttpRequest) -> HttpResponse:
+    # Internal numbers are for the scraper only. The client address is the one the chaos
+    # limits use, so an internet visitor behind the ingress cannot pass for a pod.
+    try:
+        client = ipaddress.ip_address(request_client_ip(request))
+    except ValueError:
+        raise Http404 from None
+    if not any(client in network for network in settings.METRICS_ALLOWED_NETWORKS):
+        raise Http404
+    return HttpResponse(generate_latest(REGISTRY), content_type=CONTENT_TYPE_LATEST)

@@ -12,9 +12,12 @@ import threading
 import time
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandParser
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from prometheus_client import start_http_server
 
 from infra_site.leader import LeaderLock
+from infra_site.metrics import WORKER_LEADING
 
 log = logging.getLogger(__name__)
 
@@ -47,15 +50,32 @@ class WorkerCommand(BaseCommand):
     def on_leadership_lost(self) -> None:
         """Hook for subclasses holding state that is only valid while leading."""
 
+    def serve_metrics(self) -> None:
+        """Serves this process's metrics on METRICS_PORT, standby or not, so Prometheus
+        sees every replica and which one leads."""
+        port = int(settings.METRICS_PORT)
+        if not port:
+            return
+        try:
+            start_http_server(port, addr=str(settings.METRICS_ADDR))
+        except OSError as exc:
+            raise CommandError(
+                f"METRICS_PORT: cannot serve metrics on {settings.METRICS_ADDR}:{port}: {exc}"
+            ) from exc
+        log.info("%s: metrics on port %d", self.lock_name, port)
+
     def handle(self, *args: Any, **options: Any) -> None:
         if options["once"]:
             self.step()
             return
+        self.serve_metrics()
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: self.stopping.set())
         deadline = time.monotonic() + options["run_for"] if options["run_for"] else None
         lock = LeaderLock(self.lock_name, ttl_s=self.lock_ttl_s)
         leading = False
+        leading_gauge = WORKER_LEADING.labels(worker=self.lock_name)
+        leading_gauge.set(0)
         try:
             while not self.stopping.is_set():
                 if deadline is not None and time.monotonic() >= deadline:
@@ -63,6 +83,7 @@ class WorkerCommand(BaseCommand):
                 if lock.acquire_or_renew():
                     if not leading:
                         log.info("%s: leading", self.lock_name)
+                        leading_gauge.set(1)
                     leading = True
                     started = time.monotonic()
                     try:
@@ -75,7 +96,9 @@ class WorkerCommand(BaseCommand):
                     if leading:
                         log.info("%s: lost leadership, standing by", self.lock_name)
                         self.on_leadership_lost()
+                        leading_gauge.set(0)
                     leading = False
                     self.stopping.wait(STANDBY_RETRY_S)
         finally:
             lock.release()
+            leading_gauge.set(0)

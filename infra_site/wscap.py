@@ -1,0 +1,94 @@
+"""Caps on websocket connections, per client and per process, as ASGI middleware.
+
+A public page can be opened by one script thousands of times; each viewer costs a file
+descriptor and memory for as long as it stays. Connections beyond the caps are accepted
+and closed at once with a code that says why, because a plain refusal of the handshake
+reaches the browser as an anonymous 403 (daphne) or a network error, and a client that
+cannot tell "too many from you" from "server down" retries the wrong way.
+
+Counting is per process and in memory: a connection lives in exactly one daphne process,
+which always knows its own count, and nothing can leak when a process dies.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from typing import Any
+
+from django.conf import settings
+
+from infra_site.clientip import rate_key, scope_client_ip
+from infra_site.metrics import WEBSOCKETS_REFUSED
+
+log = logging.getLogger(__name__)
+
+# Application-defined (4000-4999), mirroring HTTP 429: this client has too many open.
+CLOSE_TOO_MANY_FROM_CLIENT = 4429
+# RFC 6455 "Try Again Later": this server is full; another replica may not be.
+CLOSE_TRY_AGAIN_LATER = 1013
+
+ASGIApp = Any  # channels' and Django's ASGI callables have no shared static type
+
+
+class WebsocketCaps:
+    """Wraps the websocket application; other connection types pass straight through.
+
+    One instance per process (infra_site/asgi.py), so its counts are the process's.
+    """
+
+    def __init__(
+        self, app: ASGIApp, *, max_per_ip: int | None = None, max_per_process: int | None = None
+    ) -> None:
+        self.app = app
+        self._max_per_ip = max_per_ip
+        self._max_per_process = max_per_process
+        self.open_by_client: Counter[str] = Counter()
+        self.open_total = 0
+
+    @property
+    def max_per_ip(self) -> int:
+        # Read per connection, not at import, so settings overrides in tests apply.
+        return int(settings.WS_MAX_PER_IP) if self._max_per_ip is None else self._max_per_ip
+
+    @property
+    def max_per_process(self) -> int:
+        if self._max_per_process is None:
+            return int(settings.WS_MAX_PER_PROCESS)
+        return self._max_per_process
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "websocket":
+            await self.app(scope, receive, send)
+            return
+        client = rate_key(scope_client_ip(scope))
+        # Check and count with no await in between: the event loop runs one connection's
+        # code at a time, so two handshakes cannot both take the last free place.
+        if self.open_total >= self.max_per_process:
+            await self._refuse(receive, send, "per_process", CLOSE_TRY_AGAIN_LATER, "server full")
+            return
+        if self.open_by_client[client] >= self.max_per_ip:
+            await self._refuse(
+                receive, send, "per_ip", CLOSE_TOO_MANY_FROM_CLIENT, "too many connections"
+            )
+            return
+        self.open_total += 1
+        self.open_by_client[client] += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.open_total -= 1
+            self.open_by_client[client] -= 1
+            if self.open_by_client[client] <= 0:
+                del self.open_by_client[client]
+
+    @staticmethod
+    async def _refuse(receive: Any, send: Any, reason: str, code: int, text: str) -> None:
+        WEBSOCKETS_REFUSED.labels(reason=reason).inc()
+        # The address is deliberately not logged (privacy); the counter says how often.
+        log.warning("websocket refused: %s (close code %d)", reason, code)
+        message = await receive()
+        if message.get("type") != "websocket.connect":
+            return  # the client went away during the handshake
+        await send({"type": "websocket.accept"})
+        await send({"type": "websocket.close", "code": code, "reason": text})

@@ -1,0 +1,234 @@
+"""What a browser and an attacker see: security headers, the CSP and the websocket caps."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator
+
+import pytest
+from channels.routing import URLRouter
+from channels.testing import WebsocketCommunicator
+from django.test import Client, override_settings
+
+from dashboard.routing import websocket_urlpatterns
+from infra_site.metrics import WEBSOCKETS_REFUSED
+from infra_site.wscap import CLOSE_TOO_MANY_FROM_CLIENT, CLOSE_TRY_AGAIN_LATER, WebsocketCaps
+
+PROXY = {"SECURE_PROXY_SSL_HEADER": ("HTTP_X_FORWARDED_PROTO", "https")}
+HTTPS_ON = {
+    **PROXY,
+    "SECURE_SSL_REDIRECT": True,
+    "SECURE_HSTS_SECONDS": 31536000,
+    "SECURE_HSTS_INCLUDE_SUBDOMAINS": True,
+    "SECURE_HSTS_PRELOAD": True,
+    "SESSION_COOKIE_SECURE": True,
+    "CSRF_COOKIE_SECURE": True,
+}
+
+
+def csp_directives(header: str) -> dict[str, list[str]]:
+    directives: dict[str, list[str]] = {}
+    for part in header.split(";"):
+        name, *values = part.split()
+        directives[name] = values
+    return directives
+
+
+@pytest.mark.django_db
+def test_infra_page_has_a_strict_csp_and_security_headers() -> None:
+    response = Client().get("/infra")
+    assert response.status_code == 200
+    csp = csp_directives(response["Content-Security-Policy"])
+    assert csp == {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "data:"],
+        "connect-src": ["'self'"],
+        "object-src": ["'none'"],
+        "frame-ancestors": ["'none'"],
+        "base-uri": ["'none'"],
+        "form-action": ["'self'"],
+    }
+    assert response["X-Content-Type-Options"] == "nosniff"
+    assert response["Referrer-Policy"] == "same-origin"
+    assert response["X-Frame-Options"] == "DENY"
+    assert response["Cross-Origin-Opener-Policy"] == "same-origin"
+    # Plain HTTP (local run): no HSTS, which would lock a laptop's browser out of http.
+    assert "Strict-Transport-Security" not in response
+
+
+@pytest.mark.django_db
+def test_infra_page_needs_no_inline_script_or_style() -> None:
+    # The CSP above blocks inline code; the page must not depend on any, or it breaks.
+    html = Client().get("/infra").content.decode()
+    for tag in re.findall(r"<script\b[^>]*>", html):
+        # Data blocks (json_script) are not executed, so CSP does not apply to them.
+        assert " src=" in tag or 'type="application/json"' in tag, tag
+    assert not re.search(r"<style\b", html)
+    assert not re.search(r"\sstyle\s*=", html)
+    assert not re.search(r"\son[a-z]+\s*=", html), "inline event handler"
+
+
+@pytest.mark.django_db
+@override_settings(**HTTPS_ON)
+def test_behind_a_tls_ingress_hsts_and_secure_cookies() -> None:
+    client = Client()
+    response = client.get("/infra", HTTP_X_FORWARDED_PROTO="https")
+    assert response.status_code == 200
+    assert response["Strict-Transport-Security"] == "max-age=31536000; includeSubDomains; preload"
+    # A plain-HTTP request is sent to HTTPS...
+    redirect = client.get("/infra")
+    assert redirect.status_code == 301
+    assert redirect["Location"] == "https://testserver/infra"
+    # ...but probes and scrapes reach the pod directly over HTTP and must not be.
+    assert client.get("/healthz").status_code == 200
+    assert client.get("/metrics").status_code == 200
+
+
+@pytest.mark.django_db
+@override_settings(**HTTPS_ON)
+def test_secure_cookies_over_tls() -> None:
+    response = Client().get("/admin/login/", HTTP_X_FORWARDED_PROTO="https")
+    assert response.status_code == 200
+    assert response.cookies["csrftoken"]["secure"] is True
+
+
+@pytest.mark.django_db
+@override_settings(**PROXY)
+def test_no_hsts_unless_https_is_switched_on() -> None:
+    # Trusting the proxy's header alone must not pin browsers to HTTPS for a year.
+    response = Client().get("/infra", HTTP_X_FORWARDED_PROTO="https")
+    assert "Strict-Transport-Security" not in response
+
+
+# --- websocket caps -------------------------------------------------------------------
+
+
+@pytest.fixture
+async def communicators() -> AsyncIterator[list[WebsocketCommunicator]]:
+    opened: list[WebsocketCommunicator] = []
+    yield opened
+    for communicator in opened:
+        await communicator.disconnect()
+
+
+def viewer(app: WebsocketCaps, forwarded_for: str) -> WebsocketCommunicator:
+    return WebsocketCommunicator(
+        app,
+        "/ws/infra/",
+        headers=[(b"x-forwarded-for", forwarded_for.encode()), (b"host", b"testserver")],
+    )
+
+
+async def connect(
+    app: WebsocketCaps, forwarded_for: str, opened: list[WebsocketCommunicator]
+) -> WebsocketCommunicator:
+    communicator = viewer(app, forwarded_for)
+    opened.append(communicator)
+    connected, _ = await communicator.connect()
+    assert connected
+    return communicator
+
+
+async def close_code(communicator: WebsocketCommunicator) -> int | None:
+    """The close code the server sent, or None if it kept the socket open.
+
+    Reads the output queue directly: receive_output's timeout would cancel the app, which
+    is exactly the "connection still open" state this wants to observe.
+    """
+    await asyncio.sleep(0.1)
+    while not communicator.output_queue.empty():
+        message = communicator.output_queue.get_nowait()
+        if message["type"] == "websocket.close":
+            return int(message.get("code", 1000))
+    return None
+
+
+@override_settings(TRUSTED_PROXY_COUNT=1)
+async def test_websockets_are_capped_per_client_ip(
+    communicators: list[WebsocketCommunicator],
+) -> None:
+    app = WebsocketCaps(URLRouter(websocket_urlpatterns), max_per_ip=2, max_per_process=100)
+    refused_before = WEBSOCKETS_REFUSED.labels(reason="per_ip")._value.get()
+    first = await connect(app, "203.0.113.7", communicators)
+    await connect(app, "203.0.113.7", communicators)
+    assert await close_code(first) is None
+
+    third = await connect(app, "203.0.113.7", communicators)
+    assert await close_code(third) == CLOSE_TOO_MANY_FROM_CLIENT
+    assert WEBSOCKETS_REFUSED.labels(reason="per_ip")._value.get() == refused_before + 1
+
+    # Another visitor is not affected.
+    other = await connect(app, "198.51.100.20", communicators)
+    assert await close_code(other) is None
+
+    # Leaving frees a place for the same visitor.
+    await first.disconnect()
+    communicators.remove(first)
+    again = await connect(app, "203.0.113.7", communicators)
+    assert await close_code(again) is None
+    assert app.open_by_client["203.0.113.7"] == 2
+
+
+@override_settings(TRUSTED_PROXY_COUNT=1)
+async def test_one_ipv6_subscriber_is_one_client(
+    communicators: list[WebsocketCommunicator],
+) -> None:
+    app = WebsocketCaps(URLRouter(websocket_urlpatterns), max_per_ip=1, max_per_process=100)
+    await connect(app, "2001:db8:5:6::1", communicators)
+    # Same /64, different address: the same subscriber.
+    second = await connect(app, "2001:db8:5:6::2", communicators)
+    assert await close_code(second) == CLOSE_TOO_MANY_FROM_CLIENT
+    elsewhere = await connect(app, "2001:db8:5:7::1", communicators)
+    assert await close_code(elsewhere) is None
+
+
+@override_settings(TRUSTED_PROXY_COUNT=1)
+async def test_websockets_are_capped_per_process(
+    communicators: list[WebsocketCommunicator],
+) -> None:
+    app = WebsocketCaps(URLRouter(websocket_urlpatterns), max_per_ip=10, max_per_process=3)
+    for n in range(3):
+        await connect(app, f"203.0.113.{n + 1}", communicators)
+    full = await connect(app, "203.0.113.99", communicators)
+    assert await close_code(full) == CLOSE_TRY_AGAIN_LATER
+    assert app.open_total == 3
+
+
+@override_settings(TRUSTED_PROXY_COUNT=0)
+async def test_forwarded_for_is_ignored_without_a_trusted_proxy(
+    communicators: list[WebsocketCommunicator],
+) -> None:
+    # Without a proxy, a client writing random X-Forwarded-For headers is still one client.
+    app = WebsocketCaps(URLRouter(websocket_urlpatterns), max_per_ip=1, max_per_process=100)
+    await connect(app, "203.0.113.1", communicators)
+    second = await connect(app, "203.0.113.2", communicators)
+    assert await close_code(second) == CLOSE_TOO_MANY_FROM_CLIENT
+
+
+@override_settings(WS_MAX_PER_IP=1, TRUSTED_PROXY_COUNT=1)
+async def test_the_served_application_applies_the_caps_from_settings(
+    communicators: list[WebsocketCommunicator],
+) -> None:
+    from infra_site.asgi import application
+
+    def browser(ip: str) -> WebsocketCommunicator:
+        communicator = WebsocketCommunicator(
+            application,
+            "/ws/infra/",
+            headers=[
+                (b"host", b"testserver"),
+                (b"origin", b"http://testserver"),
+                (b"x-forwarded-for", ip.encode()),
+            ],
+        )
+        communicators.append(communicator)
+        return communicator
+
+    first = browser("192.0.2.50")
+    assert (await first.connect())[0]
+    second = browser("192.0.2.50")
+    assert (await second.connect())[0]
+    assert await close_code(second) == CLOSE_TOO_MANY_FROM_CLIENT
