@@ -1,17 +1,63 @@
+"""The `/infra` page and its JSON twin. Both read what the workers already published;
+neither ever queries Prometheus or Kubernetes, so viewers add no load upstream."""
+
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from django.conf import settings
+from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
+from django.views.decorators.csrf import ensure_csrf_cookie
 from django.views.decorators.http import require_GET
+from redis import RedisError
 
+from chaos.selectors import chaos_summary
 from dashboard.publish import latest
+
+log = logging.getLogger(__name__)
+
+
+def _snapshot() -> dict[str, Any]:
+    """Snapshot API body (DESIGN.md, "HTTP"); raises RedisError / DatabaseError."""
+    return {"metrics": latest("metrics"), "pods": latest("pods"), "chaos": chaos_summary()}
+
+
+def _or_none(read: Callable[[], Any], what: str) -> Any:
+    try:
+        return read()
+    except (RedisError, DatabaseError):
+        # The page still loads (and goes live once the websocket gets through): an outage
+        # of one store must not turn a visitor away with a 500.
+        log.exception("rendering /infra without %s: its store is unreachable", what)
+        return None
 
 
 @require_GET
+@ensure_csrf_cookie  # the chaos button posts with the CSRF cookie's token
 def page(request: HttpRequest) -> HttpResponse:
-    return render(request, "infra.html", {"metrics": latest("metrics"), "pods": latest("pods")})
+    snapshot = {
+        "metrics": _or_none(lambda: latest("metrics"), "metrics"),
+        "pods": _or_none(lambda: latest("pods"), "pods"),
+        "chaos": _or_none(chaos_summary, "chaos history"),
+    }
+    chaos = snapshot["chaos"]
+    context = {
+        **snapshot,
+        "chaos_enabled": bool(chaos["enabled"] if chaos else settings.CHAOS_ENABLED),
+        # Everything the script starts from, as inert JSON (allowed by a strict CSP).
+        "initial_state": {**snapshot, "poll_interval_s": settings.POLL_INTERVAL},
+    }
+    return render(request, "infra.html", context)
 
 
 @require_GET
 def snapshot_api(request: HttpRequest) -> JsonResponse:
-    return JsonResponse({"metrics": latest("metrics"), "pods": latest("pods"), "chaos": None})
+    try:
+        return JsonResponse(_snapshot())
+    except (RedisError, DatabaseError):
+        log.exception("the dashboard's store is unreachable")
+        return JsonResponse({"error": "store_unavailable"}, status=503)

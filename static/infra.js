@@ -1,0 +1,516 @@
+// /infra, live: one websocket, keyed DOM updates, no framework and no build step.
+// The server renders the first paint; this module only applies what changes. Markup for
+// new rows comes from the page's <template> elements, so it has one source.
+// Formatting mirrors dashboard/templatetags/infra.py; keep the two in step.
+
+const WS_PATH = "/ws/infra/";
+const BACKOFF_BASE_MS = 500;
+const BACKOFF_CAP_MS = 30_000;
+// Missing this many poller ticks in a row means the numbers on screen are old news.
+const STALE_AFTER_POLLS = 3;
+const LIST_LIMIT = 20;
+const GIB = 1024 ** 3;
+const SPARK = { height: 40, margin: 4, minSpan: 10 };
+
+const $ = (selector, root = document) => root.querySelector(selector);
+const initial = JSON.parse($("#initial-state").textContent);
+const pollMs = (initial.poll_interval_s || 5) * 1000;
+const reducedMotion = matchMedia("(prefers-reduced-motion: reduce)");
+
+// ---- formatting ------------------------------------------------------------------
+
+const num = (v) => (typeof v === "number" && Number.isFinite(v) ? v : null);
+const fixed = (v, digits = 1) => (num(v) === null ? "—" : v.toFixed(digits));
+const gib = (v) => (num(v) === null ? "—" : (v / GIB).toFixed(1));
+const two = (n) => String(n).padStart(2, "0");
+const clock = (d) => `${two(d.getHours())}:${two(d.getMinutes())}:${two(d.getSeconds())}`;
+
+function level(percent) {
+  const p = num(percent);
+  if (p === null) return "unknown";
+  return p >= 90 ? "critical" : p >= 70 ? "warning" : "ok";
+}
+
+function podsLevel(pods) {
+  const running = num(pods?.running);
+  const total = num(pods?.total);
+  if (running === null || total === null) return "unknown";
+  if (total === 0 || running >= total) return "ok";
+  return running < total / 2 ? "critical" : "warning";
+}
+
+function toDate(value) {
+  if (typeof value === "string") {
+    const d = new Date(value);
+    return Number.isNaN(d.getTime()) ? null : d;
+  }
+  const n = num(value);
+  return n === null ? null : new Date(n > 1e11 ? n : n * 1000);
+}
+
+function ratio(used, total) {
+  const a = num(used);
+  const b = num(total);
+  return a === null || b === null || b <= 0 ? 0 : Math.max(0, Math.min(100, (a / b) * 100));
+}
+
+function setTime(el, value) {
+  const d = toDate(value);
+  el.dateTime = d ? d.toISOString() : "";
+  el.textContent = d ? clock(d) : "—";
+}
+
+// ---- numbers that glide to their new value -----------------------------------------
+
+const glides = new WeakMap();
+
+function glide(el, to, digits) {
+  const target = num(to);
+  glides.delete(el);
+  if (target === null) {
+    el.textContent = "—";
+    return;
+  }
+  const from = Number.parseFloat(el.textContent);
+  if (!Number.isFinite(from) || from === target || reducedMotion.matches || document.hidden) {
+    el.textContent = target.toFixed(digits);
+    return;
+  }
+  const token = {};
+  glides.set(el, token);
+  const start = performance.now();
+  const step = (now) => {
+    if (glides.get(el) !== token) return;
+    const t = Math.min(1, (now - start) / 700);
+    const eased = 1 - (1 - t) ** 3;
+    el.textContent = (from + (target - from) * eased).toFixed(digits);
+    if (t < 1) requestAnimationFrame(step);
+  };
+  requestAnimationFrame(step);
+}
+
+// ---- metrics -----------------------------------------------------------------------
+
+function card(id, value, digits, lvl) {
+  const el = document.getElementById(id);
+  el.dataset.level = lvl;
+  glide($(".value", el), value, digits);
+}
+
+function sparkPoints(series) {
+  const clean = (Array.isArray(series) ? series : [])
+    .filter((p) => Array.isArray(p) && num(p[0]) !== null && num(p[1]) !== null)
+    .sort((a, b) => a[0] - b[0]);
+  if (clean.length < 2) return "";
+  const values = clean.map((p) => p[1]);
+  let low = Math.min(...values);
+  let high = Math.max(...values);
+  if (high - low < SPARK.minSpan) {
+    const middle = (high + low) / 2;
+    low = middle - SPARK.minSpan / 2;
+    high = middle + SPARK.minSpan / 2;
+  }
+  const t0 = clean[0][0];
+  const width = clean.at(-1)[0] - t0 || 1;
+  const usable = SPARK.height - 2 * SPARK.margin;
+  return clean
+    .map(([t, v]) => {
+      const x = ((t - t0) / width) * 100;
+      const y = SPARK.height - SPARK.margin - ((v - low) / (high - low)) * usable;
+      return `${x.toFixed(2)},${y.toFixed(2)}`;
+    })
+    .join(" ");
+}
+
+function spark(id, history, ts, current) {
+  // History is refreshed about once a minute; appending the live value keeps the line's
+  // tip moving with the big number beside it.
+  const series = Array.isArray(history) ? [...history] : [];
+  const t = toDate(ts);
+  const last = series.at(-1);
+  if (t && num(current) !== null && (!last || t.getTime() / 1000 > last[0])) {
+    series.push([t.getTime() / 1000, current]);
+  }
+  const line = sparkPoints(series);
+  const svg = document.getElementById(id);
+  $(".spark-line", svg).setAttribute("points", line);
+  const xs = line ? [line.split(" ")[0].split(",")[0], line.split(" ").at(-1).split(",")[0]] : [];
+  $(".spark-area", svg).setAttribute(
+    "points",
+    line ? `${xs[0]},${SPARK.height} ${line} ${xs[1]},${SPARK.height}` : "",
+  );
+}
+
+function fromTemplate(id) {
+  return document.getElementById(id).content.firstElementChild.cloneNode(true);
+}
+
+function field(el, name) {
+  return el.querySelector(`[data-field="${name}"]`);
+}
+
+// Reconciles a list in place by key, touching only what changed, so running CSS
+// animations (a pulsing dot) are not restarted by every frame.
+function reconcile(list, items, keyAttr, key, create, update) {
+  const existing = new Map([...list.children].map((el) => [el.getAttribute(keyAttr), el]));
+  items.forEach((item, index) => {
+    let el = existing.get(key(item));
+    if (el) existing.delete(key(item));
+    else el = create(item);
+    update(el, item);
+    if (list.children[index] !== el) list.insertBefore(el, list.children[index] || null);
+  });
+  for (const stale of existing.values()) stale.remove();
+}
+
+function renderNodes(nodes) {
+  reconcile(
+    $("#nodes"),
+    Array.isArray(nodes) ? nodes : [],
+    "data-node",
+    (n) => String(n.name),
+    (n) => {
+      const el = fromTemplate("node-template");
+      el.dataset.node = String(n.name);
+      return el;
+    },
+    (el, n) => {
+      const percent = ratio(n.memory_used_bytes, n.memory_total_bytes);
+      el.dataset.ready = String(n.ready === true);
+      field(el, "name").textContent = String(n.name);
+      field(el, "state").textContent = n.ready ? "ready" : "not ready";
+      const known = num(n.memory_used_bytes) !== null && num(n.memory_total_bytes) !== null;
+      field(el, "memory").textContent = known
+        ? `${gib(n.memory_used_bytes)} / ${gib(n.memory_total_bytes)} GiB`
+        : "no data";
+      const fill = $(".bar-fill", el);
+      fill.setAttribute("width", percent.toFixed(2));
+      fill.dataset.level = known ? level(percent) : "unknown";
+    },
+  );
+}
+
+// One cell per pod, as dashboard/templatetags/infra.py's pod_cells draws them.
+const MAX_POD_CELLS = 120;
+
+function renderCells(pods) {
+  const running = num(pods?.running);
+  const total = num(pods?.total);
+  const cells = total && running !== null ? Math.min(Math.trunc(total), MAX_POD_CELLS) : 0;
+  const lit = cells ? Math.round((Math.max(0, Math.min(running, total)) / total) * cells) : 0;
+  const list = $("#metric-pods .cells");
+  while (list.children.length > cells) list.lastElementChild.remove();
+  while (list.children.length < cells) list.append(document.createElement("li"));
+  [...list.children].forEach((li, i) => li.classList.toggle("on", i < lit));
+}
+
+let metrics = initial.metrics;
+let metricsHeardAt = metrics ? Date.now() : 0;
+
+function renderMetrics(m) {
+  metrics = m;
+  metricsHeardAt = Date.now();
+  $("#waiting").hidden = Boolean(m);
+  if (!m) return;
+  card("metric-pods", m.pods?.running, 0, podsLevel(m.pods));
+  $("#metric-pods .total").textContent = fixed(m.pods?.total, 0);
+  renderCells(m.pods);
+  card("metric-cpu", m.cpu?.used_percent, 1, level(m.cpu?.used_percent));
+  card("metric-memory", m.memory?.used_percent, 1, level(m.memory?.used_percent));
+  $("#memory-used").textContent = gib(m.memory?.used_bytes);
+  $("#memory-total").textContent = gib(m.memory?.total_bytes);
+  spark("spark-cpu", m.history?.cpu, m.ts, m.cpu?.used_percent);
+  spark("spark-memory", m.history?.memory, m.ts, m.memory?.used_percent);
+  renderNodes(m.nodes);
+  setTime($("#updated-at"), m.ts);
+  renderBadge();
+}
+
+// ---- pods --------------------------------------------------------------------------
+
+function renderPods(list) {
+  if (!list) return;
+  const pods = Array.isArray(list.pods) ? list.pods : [];
+  $("#pods-ready").textContent = fixed(list.ready, 0);
+  $("#pods-desired").textContent = fixed(list.desired, 0);
+  $("#pods-empty").hidden = pods.length > 0;
+  reconcile(
+    $("#pods"),
+    pods,
+    "data-pod",
+    (p) => String(p.name),
+    (p) => {
+      const el = fromTemplate("pod-template");
+      el.dataset.pod = String(p.name);
+      return el;
+    },
+    (el, p) => {
+      el.dataset.status = String(p.status);
+      el.dataset.ready = String(p.ready === true);
+      // The random tail is what tells replicas apart, so it is the part that stands out.
+      const name = String(p.name);
+      const cut = name.lastIndexOf("-") + 1;
+      field(el, "name").title = name;
+      field(el, "prefix").textContent = name.slice(0, cut);
+      field(el, "suffix").textContent = name.slice(cut);
+      field(el, "status").textContent = String(p.status);
+      field(el, "node").textContent = p.node ? String(p.node) : "unscheduled";
+    },
+  );
+  if (Array.isArray(list.events)) renderK8sEvents(list.events);
+}
+
+function renderK8sEvents(events) {
+  const items = events.slice(-LIST_LIMIT).reverse().map((e) => {
+    const li = document.createElement("li");
+    const time = document.createElement("time");
+    setTime(time, e.at);
+    const reason = document.createElement("b");
+    reason.textContent = String(e.reason ?? "");
+    const text = document.createElement("span");
+    text.textContent = String(e.text ?? "");
+    li.append(time, " ", reason, " ", text);
+    return li;
+  });
+  const list = $("#k8s-events");
+  // Unchanged feeds are left alone so their entry animation does not replay.
+  if (list.textContent !== items.map((li) => li.textContent).join("")) list.replaceChildren(...items);
+}
+
+// ---- chaos events, recovery timing, history ------------------------------------------
+
+const mine = new Set();
+
+function fillEvent(el, ev) {
+  el.dataset.eventId = String(ev.id);
+  const healed = num(ev.recovery_s) !== null;
+  el.dataset.healed = String(healed);
+  if (mine.has(String(ev.id))) {
+    el.dataset.mine = "true";
+    field(el, "who").textContent = "You";
+  }
+  setTime(field(el, "at"), ev.at);
+  field(el, "pod").textContent = String(ev.pod ?? "");
+  field(el, "recovery").textContent = healed ? `healed in ${ev.recovery_s.toFixed(1)} s` : "healing…";
+}
+
+function upsertEvent(list, ev) {
+  let el = list.querySelector(`[data-event-id="${CSS.escape(String(ev.id))}"]`);
+  if (!el) {
+    el = fromTemplate("event-template");
+    list.prepend(el);
+    while (list.children.length > LIST_LIMIT) list.lastElementChild.remove();
+  }
+  fillEvent(el, ev);
+}
+
+function renderRecovery(recovery) {
+  if (!recovery) return;
+  $("#recovery-p50").textContent = fixed(recovery.p50_s);
+  $("#recovery-p95").textContent = fixed(recovery.p95_s);
+  $("#recovery-count").textContent = fixed(recovery.count, 0);
+}
+
+function onChaos(ev) {
+  if (!ev || ev.id === undefined || ev.outcome !== "deleted") return;
+  upsertEvent($("#chaos-feed"), ev);
+  upsertEvent($("#chaos-history"), ev);
+  renderRecovery(ev.recovery);
+}
+
+function renderSummary(chaos) {
+  if (!chaos) return;
+  renderRecovery(chaos.recovery);
+  const history = $("#chaos-history");
+  const recent = Array.isArray(chaos.recent) ? chaos.recent : [];
+  for (const ev of [...recent].reverse()) upsertEvent(history, ev);
+  setEnabled(chaos.enabled !== false);
+}
+
+// ---- the connection badge and the websocket ------------------------------------------
+
+const badge = $("#connection");
+let socket = null;
+let everOpen = false;
+let attempt = 0;
+let retryTimer = 0;
+
+function renderBadge() {
+  let state = "live";
+  let text = "live";
+  const silent = Date.now() - metricsHeardAt > STALE_AFTER_POLLS * pollMs;
+  if (!socket || socket.readyState !== WebSocket.OPEN) {
+    state = "reconnecting";
+    text = everOpen ? "reconnecting…" : "connecting…";
+  } else if (metrics?.stale || silent || !metrics) {
+    state = "stale";
+    const since = toDate(metrics?.stale_since) ?? toDate(metrics?.ts);
+    text = since ? `stale since ${clock(since)}` : "stale: no data yet";
+  }
+  if (badge.dataset.state !== state) badge.dataset.state = state;
+  const label = $(".badge-text", badge);
+  if (label.textContent !== text) label.textContent = text;
+}
+
+const handlers = { metrics: renderMetrics, pods: renderPods, chaos: onChaos };
+
+function onFrame(event) {
+  let frame;
+  try {
+    frame = JSON.parse(event.data);
+  } catch {
+    return;
+  }
+  attempt = 0;
+  handlers[frame?.type]?.(frame.data);
+}
+
+async function resync() {
+  // Chaos events that happened while we were away are not replayed by the socket.
+  try {
+    const response = await fetch("/api/infra/snapshot", { headers: { Accept: "application/json" } });
+    if (response.ok) renderSummary((await response.json()).chaos);
+  } catch {
+    // The socket is up again; the next chaos frame will refresh the summary anyway.
+  }
+}
+
+function connect() {
+  clearTimeout(retryTimer);
+  if (socket && socket.readyState <= WebSocket.OPEN) return;
+  const scheme = location.protocol === "https:" ? "wss" : "ws";
+  let ws;
+  try {
+    ws = new WebSocket(`${scheme}://${location.host}${WS_PATH}`);
+  } catch {
+    scheduleReconnect();
+    return;
+  }
+  socket = ws;
+  ws.addEventListener("open", () => {
+    if (everOpen) resync();
+    everOpen = true;
+    renderBadge();
+  });
+  ws.addEventListener("message", onFrame);
+  ws.addEventListener("close", () => {
+    if (socket !== ws) return;
+    socket = null;
+    renderBadge();
+    scheduleReconnect();
+  });
+}
+
+function scheduleReconnect() {
+  // Exponential backoff with "equal jitter": after an outage thousands of viewers come
+  // back spread over time instead of in one thundering herd.
+  const ceiling = Math.min(BACKOFF_CAP_MS, BACKOFF_BASE_MS * 2 ** attempt);
+  attempt += 1;
+  clearTimeout(retryTimer);
+  retryTimer = setTimeout(connect, ceiling / 2 + (Math.random() * ceiling) / 2);
+}
+
+// A returning laptop or tab should not wait out a long backoff.
+addEventListener("online", connect);
+document.addEventListener("visibilitychange", () => {
+  if (!document.hidden) connect();
+});
+setInterval(renderBadge, 1000);
+
+// ---- the chaos button ----------------------------------------------------------------
+
+const form = $("#chaos-form");
+const button = $("#chaos-button");
+const label = $(".chaos-label", button);
+const message = $("#chaos-message");
+const LABEL = label.textContent;
+let enabled = !button.disabled;
+let cooldownUntil = 0;
+let cooldownTimer = 0;
+
+function say(text, tone) {
+  message.textContent = text;
+  message.dataset.tone = tone;
+}
+
+function setEnabled(on) {
+  if (on === enabled) return;
+  enabled = on;
+  if (!on) say("Chaos is switched off right now. The pods get a day off.", "off");
+  else if (message.dataset.tone === "off") say("", "");
+  idle();
+}
+
+function idle() {
+  button.removeAttribute("aria-busy");
+  const wait = Math.ceil((cooldownUntil - Date.now()) / 1000);
+  button.disabled = !enabled || wait > 0;
+  label.textContent = wait > 0 ? `Try again in ${wait} s` : LABEL;
+  // Tick on the second boundary of the deadline, so the count never skips or stalls.
+  if (wait > 0) cooldownTimer = setTimeout(idle, (cooldownUntil - Date.now()) % 1000 || 1000);
+}
+
+function coolDown(seconds) {
+  clearTimeout(cooldownTimer);
+  cooldownUntil = Date.now() + Math.max(1, seconds) * 1000;
+}
+
+const FAILURES = {
+  not_enough_healthy: ["Kubernetes is still healing — try in a moment.", "warn"],
+  cluster_unavailable: ["The cluster is not answering right now. Try again shortly.", "error"],
+};
+
+async function unleash(event) {
+  event.preventDefault();
+  if (button.disabled) return;
+  button.disabled = true;
+  button.setAttribute("aria-busy", "true");
+  label.textContent = "Unleashing…";
+  say("", "");
+  const token = form.elements.csrfmiddlewaretoken?.value ?? "";
+  const abort = new AbortController();
+  const timeout = setTimeout(() => abort.abort(), 15_000);
+  try {
+    const response = await fetch(form.action, {
+      method: "POST",
+      headers: { "X-CSRFToken": token, Accept: "application/json" },
+      credentials: "same-origin",
+      signal: abort.signal,
+    });
+    const body = await response.json().catch(() => ({}));
+    if (response.ok && body.ok) {
+      mine.add(String(body.event_id));
+      const el = $(`#chaos-feed [data-event-id="${CSS.escape(String(body.event_id))}"]`);
+      if (el) field(el, "who").textContent = "You";
+      say(`You killed ${body.pod}. Now watch Kubernetes bring it back…`, "ok");
+    } else if (response.status === 429) {
+      const seconds = num(body.retry_after) ?? Number.parseInt(response.headers.get("Retry-After"), 10);
+      coolDown(Number.isFinite(seconds) ? seconds : 60);
+      say("Easy there — the monkey needs a breather. The button comes back by itself.", "warn");
+    } else if (body.error === "chaos_disabled") {
+      enabled = false;
+      say("Chaos is switched off right now. The pods get a day off.", "off");
+    } else if (response.status === 403) {
+      say("Your session expired. Reload the page and try again.", "error");
+    } else {
+      const [text, tone] = FAILURES[body.error] ?? [`Something went wrong (HTTP ${response.status}). Try again.`, "error"];
+      say(text, tone);
+    }
+  } catch {
+    say("The request did not get through — check your connection and try again.", "error");
+  } finally {
+    clearTimeout(timeout);
+    idle();
+  }
+}
+
+form.addEventListener("submit", unleash);
+
+// ---- start ---------------------------------------------------------------------------
+
+for (const time of document.querySelectorAll("time[datetime]")) {
+  if (time.dateTime) setTime(time, time.dateTime);
+}
+if (metrics) renderMetrics(metrics);
+renderBadge();
+connect();
