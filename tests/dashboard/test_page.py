@@ -227,7 +227,7 @@ def test_metric_cards_are_coloured_by_threshold(
 
 def test_stale_metrics_render_a_stale_badge(client: Client) -> None:
     # 2026-11-26 08:00:00 UTC
-    publish("metrics", snapshot(stale=True, stale_since=1_795_248_000.0))
+    publish("metrics", snapshot(stale=True, stale_since=1_795_680_000.0))
     badge = get_page(client).by_id("connection")
 
     assert badge.attrs["data-state"] == "stale"
