@@ -21,6 +21,9 @@ class ChaosEvent(models.Model):
     # HMAC of the rate-limit identity (the IPv4 address or the IPv6 /64): lets staff see
     # that one visitor clicked a lot without ever storing who they are.
     client_hash = models.CharField(max_length=64, db_index=True)
+    # The ReplicaSet that owned the victim: its replacement is the next pod that same
+    # ReplicaSet creates, which is how the watcher pairs kills with new pods.
+    replicaset_uid = models.CharField(max_length=64, blank=True)
 
     # Recovery timeline, filled by the pod watcher. deleted_at is taken just before the
     # delete call so that a replacement is never created "before" the kill it replaces.

@@ -36,10 +36,8 @@ def percentile(values: list[float], q: float) -> float | None:
     return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
 
-def chaos_summary() -> dict[str, Any]:
-    """ChaosSummary: switch state, the per-visitor rate, recovery p50/p95 over the last
-    24 h, and the last kills, newest first. Refused and failed attempts are for staff (the
-    admin), not public history."""
+def recovery_stats() -> dict[str, Any]:
+    """Recovery p50/p95 over the last 24 h: `{"p50_s", "p95_s", "count"}`."""
     since = timezone.now() - RECOVERY_WINDOW
     recoveries = [
         value
@@ -50,14 +48,21 @@ def chaos_summary() -> dict[str, Any]:
     ]
     p50 = percentile(recoveries, 0.50)
     p95 = percentile(recoveries, 0.95)
+    return {
+        "p50_s": None if p50 is None else round(p50, 2),
+        "p95_s": None if p95 is None else round(p95, 2),
+        "count": len(recoveries),
+    }
+
+
+def chaos_summary() -> dict[str, Any]:
+    """ChaosSummary: switch state, the per-visitor rate, recovery p50/p95 over the last
+    24 h, and the last kills, newest first. Refused and failed attempts are for staff (the
+    admin), not public history."""
     recent = ChaosEvent.objects.filter(outcome=ChaosEvent.Outcome.DELETED)[:RECENT_COUNT]
     return {
         "enabled": settings.CHAOS_ENABLED,
         "rate_per_ip": settings.CHAOS_RATE_PER_IP,
-        "recovery": {
-            "p50_s": None if p50 is None else round(p50, 2),
-            "p95_s": None if p95 is None else round(p95, 2),
-            "count": len(recoveries),
-        },
+        "recovery": recovery_stats(),
         "recent": [chaos_event_frame(event=event) for event in recent],
     }

@@ -1,3 +1,7 @@
 from __future__ import annotations
 
-urlpatterns: list = []
+from django.urls import path
+
+from chaos import views
+
+urlpatterns = [path("api/infra/chaos", views.chaos_api, name="chaos")]

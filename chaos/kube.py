@@ -1,0 +1,262 @@
+"""The one seam to the Kubernetes API.
+
+`core_api()` builds the client; every other function takes it as an argument so tests can
+hand in a stub, and every call carries `_request_timeout` so a hung apiserver costs a
+visitor seconds, not a worker thread forever. Callers never see the client's exception
+zoo: every failure becomes a `KubeError` with a short reason. Results are plain `Pod`s
+parsed from the API's JSON (no generated models), the same way for lists and watches.
+Nothing here logs a request or a token.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import urllib3
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException, OpenApiException
+from kubernetes.config.config_exception import ConfigException
+
+from chaos.pods import Pod, pod_from_dict
+
+# (connect, read) seconds for ordinary calls.
+TIMEOUT = (3.0, 5.0)
+# A watch may be silent for its whole server-side timeout; allow that plus slack before a
+# read timeout declares the stream stalled.
+WATCH_READ_SLACK_S = 2.0
+# Rebuild the client this often so a rotated token file (in-cluster, or a kubeconfig
+# `tokenFile`) is picked up; the kubeconfig loader reads `tokenFile` only once.
+CLIENT_MAX_AGE_S = 60.0
+
+# The kubernetes package is untyped; these give its entry points the types we rely on.
+_load_incluster_config: Callable[..., None] = config.load_incluster_config
+_load_kube_config: Callable[..., None] = config.load_kube_config
+
+_lock = threading.Lock()
+_cached: tuple[float, client.CoreV1Api] | None = None
+
+
+class KubeError(Exception):
+    """A Kubernetes call that did not do its job.
+
+    `reason` is short and safe to store and show staff: forbidden, not_found, conflict,
+    gone (watch resourceVersion too old), server_error, timeout, unreachable, bad_config,
+    bad_response, api_error."""
+
+    def __init__(self, reason: str, *, status: int | None = None) -> None:
+        super().__init__(reason if status is None else f"{reason} (HTTP {status})")
+        self.reason = reason
+        self.status = status
+
+
+@dataclass(frozen=True)
+class PodSnapshot:
+    pods: list[Pod]
+    resource_version: str
+
+
+@dataclass(frozen=True)
+class PodEvent:
+    """One watch event. `pod` is None for BOOKMARKs, which only move resource_version."""
+
+    type: str  # ADDED | MODIFIED | DELETED | BOOKMARK
+    pod: Pod | None
+    resource_version: str
+
+
+def _status_reason(status: int | None) -> str:
+    if status == 401 or status == 403:
+        return "forbidden"
+    if status == 404:
+        return "not_found"
+    if status == 409:
+        return "conflict"
+    if status == 410:
+        return "gone"
+    if status is not None and status >= 500:
+        return "server_error"
+    return "api_error"
+
+
+def _network_reason(exc: BaseException | None) -> str:
+    # urllib3 2 makes NewConnectionError (refused, no route) a ConnectTimeoutError
+    # subclass for old callers; a refused connection is not a timeout.
+    if isinstance(exc, urllib3.exceptions.NewConnectionError):
+        return "unreachable"
+    if isinstance(exc, urllib3.exceptions.TimeoutError | TimeoutError):
+        return "timeout"
+    return "unreachable"
+
+
+@contextmanager
+def _translated() -> Iterator[None]:
+    try:
+        yield
+    except ApiException as exc:
+        raise KubeError(_status_reason(exc.status), status=exc.status) from None
+    except urllib3.exceptions.MaxRetryError as exc:
+        raise KubeError(_network_reason(exc.reason)) from None
+    except (urllib3.exceptions.HTTPError, ConnectionError, TimeoutError) as exc:
+        raise KubeError(_network_reason(exc)) from None
+    except ConfigException:
+        raise KubeError("bad_config") from None
+    except (OpenApiException, ValueError):
+        # ValueError covers JSON that is not what the API promised.
+        raise KubeError("bad_response") from None
+    except OSError:
+        raise KubeError("unreachable") from None
+
+
+def _build() -> client.CoreV1Api:
+    configuration = client.Configuration()
+    if os.environ.get("KUBERNETES_SERVICE_HOST"):
+        _load_incluster_config(client_configuration=configuration)
+    else:
+        # persist_config=False: never write refreshed credentials back into the file.
+        _load_kube_config(client_configuration=configuration, persist_config=False)
+    # No automatic retries: a DELETE retried after a read timeout would report the
+    # first attempt's success as an error, and a visitor is better served by a quick 503.
+    configuration.retries = 0
+    return client.CoreV1Api(client.ApiClient(configuration))
+
+
+def core_api() -> client.CoreV1Api:
+    """The process's CoreV1Api, rebuilt every CLIENT_MAX_AGE_S seconds.
+
+    Raises KubeError("bad_config") when there is no usable configuration."""
+    global _cached
+    with _lock:
+        now = time.monotonic()
+        if _cached is None or now - _cached[0] > CLIENT_MAX_AGE_S:
+            with _translated():
+                _cached = (now, _build())
+        return _cached[1]
+
+
+def _read(response: Any) -> bytes:
+    # With _preload_content=False the body is read here, and the connection handed back
+    # to the pool only once it is.
+    try:
+        data: bytes = response.data
+    finally:
+        response.release_conn()
+    return data
+
+
+def _json(response: Any) -> dict[str, Any]:
+    body = json.loads(_read(response))
+    if not isinstance(body, dict):
+        raise ValueError("expected a JSON object")
+    return body
+
+
+def list_pods(api: client.CoreV1Api, *, namespace: str, selector: str) -> PodSnapshot:
+    with _translated():
+        body = _json(
+            api.list_namespaced_pod(
+                namespace,
+                label_selector=selector,
+                _request_timeout=TIMEOUT,
+                _preload_content=False,
+            )
+        )
+        items = body.get("items") or []
+        return PodSnapshot(
+            pods=[pod_from_dict(item) for item in items if isinstance(item, dict)],
+            resource_version=str((body.get("metadata") or {}).get("resourceVersion") or ""),
+        )
+
+
+def delete_pod(api: client.CoreV1Api, *, namespace: str, name: str, uid: str) -> None:
+    """Deletes exactly the pod with this UID: if the name now belongs to a replacement,
+    the apiserver answers 409 (KubeError "conflict") instead of killing the new pod."""
+    with _translated():
+        _read(
+            api.delete_namespaced_pod(
+                name,
+                namespace,
+                body=client.V1DeleteOptions(preconditions=client.V1Preconditions(uid=uid)),
+                _request_timeout=TIMEOUT,
+                _preload_content=False,
+            )
+        )
+
+
+def list_events(api: client.CoreV1Api, *, namespace: str) -> list[dict[str, Any]]:
+    with _translated():
+        body = _json(
+            api.list_namespaced_event(namespace, _request_timeout=TIMEOUT, _preload_content=False)
+        )
+        return [item for item in body.get("items") or [] if isinstance(item, dict)]
+
+
+def watch_pods(
+    api: client.CoreV1Api,
+    *,
+    namespace: str,
+    selector: str,
+    resource_version: str,
+    timeout_s: int,
+) -> Iterator[PodEvent]:
+    """Pod changes after `resource_version`, for at most about `timeout_s` seconds.
+
+    Raises KubeError("gone") when that version is too old (re-list then), and
+    KubeError("timeout") when the stream goes silent longer than its timeout plus slack.
+
+    Reads the stream itself rather than through kubernetes.watch.Watch: that helper
+    retries a 410 on its own when it can, and crashes on ERROR events when asked for
+    raw JSON (client 37), while the caller here must see every 410 to re-list."""
+    with _translated():
+        # A raw urllib3 response (_preload_content=False), whatever the stub's annotation says.
+        response: Any = api.list_namespaced_pod(
+            namespace,
+            label_selector=selector,
+            resource_version=resource_version,
+            timeout_seconds=timeout_s,
+            allow_watch_bookmarks=True,
+            watch=True,
+            _request_timeout=(TIMEOUT[0], timeout_s + WATCH_READ_SLACK_S),
+            _preload_content=False,
+        )
+        try:
+            for line in _lines(response):
+                yield _pod_event(json.loads(line))
+        finally:
+            response.close()
+            response.release_conn()
+
+
+def _lines(response: Any) -> Iterator[bytes]:
+    # One JSON object per line; a chunk may hold several lines or part of one.
+    buffer = b""
+    for chunk in response.stream(amt=None, decode_content=False):
+        buffer += chunk
+        *lines, buffer = buffer.split(b"\n")
+        yield from (line for line in lines if line.strip())
+    if buffer.strip():
+        yield buffer
+
+
+def _pod_event(event: Any) -> PodEvent:
+    if not isinstance(event, dict) or not isinstance(event.get("object"), dict):
+        raise ValueError("malformed watch event")
+    kind = str(event.get("type"))
+    raw = event["object"]
+    if kind == "ERROR":
+        # A Status object: 410 when resource_version is too old, or anything else.
+        code = raw.get("code")
+        status = code if isinstance(code, int) else None
+        raise KubeError(_status_reason(status), status=status)
+    version = str((raw.get("metadata") or {}).get("resourceVersion") or "")
+    if kind == "BOOKMARK":
+        return PodEvent(type=kind, pod=None, resource_version=version)
+    if kind not in {"ADDED", "MODIFIED", "DELETED"}:
+        raise ValueError(f"unexpected watch event type {kind!r}")
+    return PodEvent(type=kind, pod=pod_from_dict(raw), resource_version=version)

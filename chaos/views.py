@@ -1,0 +1,76 @@
+"""HTTP for the chaos button: check the method, the switch and the budget, call the
+service, translate its outcome (DESIGN.md, "HTTP"). Sync on purpose: django-ratelimit is."""
+
+from __future__ import annotations
+
+import logging
+
+from django.conf import settings
+from django.db import DatabaseError
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views import csrf
+from django.views.decorators.http import require_POST
+
+from chaos.models import ChaosEvent
+from chaos.ratelimit import RateLimitUnavailable, chaos_rate_check
+from chaos.services import chaos_unleash, client_hash
+from infra_site.clientip import rate_key, request_client_ip
+from infra_site.metrics import CHAOS_ATTEMPTS
+
+log = logging.getLogger(__name__)
+
+API_PREFIX = "/api/"
+
+
+def _error(status: int, error: str, **extra: object) -> JsonResponse:
+    return JsonResponse({"ok": False, "error": error, **extra}, status=status)
+
+
+def _unavailable() -> JsonResponse:
+    CHAOS_ATTEMPTS.labels(outcome="failed").inc()
+    return _error(503, "cluster_unavailable")
+
+
+@require_POST
+def chaos_api(request: HttpRequest) -> HttpResponse:
+    if not settings.CHAOS_ENABLED:
+        return _error(403, "chaos_disabled")
+    # The visitor's bucket: their IPv4 address or IPv6 /64, from the socket or the part of
+    # X-Forwarded-For our own proxies wrote (infra_site/clientip.py).
+    identity = rate_key(request_client_ip(request))
+    try:
+        decision = chaos_rate_check(request, identity=identity)
+    except RateLimitUnavailable:
+        log.warning("chaos: rate-limit store unavailable", exc_info=True)
+        return _unavailable()
+    if decision.limited:
+        CHAOS_ATTEMPTS.labels(outcome="rate_limited").inc()
+        response = _error(429, "rate_limited", retry_after=decision.retry_after)
+        response["Retry-After"] = str(decision.retry_after)
+        return response
+    try:
+        event = chaos_unleash(
+            client_hash=client_hash(identity),
+            namespace=settings.CHAOS_NAMESPACE,
+            selector=settings.CHAOS_SELECTOR,
+            min_ready=settings.CHAOS_MIN_READY,
+        )
+    except DatabaseError:
+        # The kill may have happened but could not be recorded; the watcher still shows
+        # it to everyone. The visitor gets an honest "try later", not a 500.
+        log.exception("chaos: could not record the attempt")
+        return _unavailable()
+    CHAOS_ATTEMPTS.labels(outcome=event.outcome).inc()
+    if event.outcome == ChaosEvent.Outcome.DELETED:
+        return JsonResponse({"ok": True, "pod": event.pod_name, "event_id": event.pk})
+    if event.outcome == ChaosEvent.Outcome.REFUSED:
+        return _error(409, "not_enough_healthy", reason=event.reason)
+    return _error(503, "cluster_unavailable")
+
+
+def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:
+    """CSRF_FAILURE_VIEW: JSON for the API (the page's script reads it), Django's usual
+    page everywhere else (the admin login)."""
+    if request.path.startswith(API_PREFIX):
+        return _error(403, "csrf_failed")
+    return csrf.csrf_failure(request, reason=reason)

@@ -1,0 +1,223 @@
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import urllib3
+from kubernetes.client.exceptions import ApiException
+from kubernetes.config.config_exception import ConfigException
+
+from chaos import kube
+from chaos.pods import TERMINATING, pod_from_dict
+from tests.chaos.fakes import RS_UID, T0, FakeApi, pod_dict, three_healthy
+
+
+def test_a_pod_is_read_from_the_api_json() -> None:
+    p = pod_from_dict(pod_dict("a", node="kwok-node-2"))
+    assert (p.name, p.uid, p.phase, p.ready, p.deleting) == ("a", "uid-a", "Running", True, False)
+    assert p.replicaset_uid == RS_UID
+    assert p.node == "kwok-node-2"
+    assert p.created_at == T0
+    assert p.ready_at == T0
+    assert p.serving
+
+
+def test_a_deleting_pod_is_terminating_and_not_serving() -> None:
+    p = pod_from_dict(pod_dict("a", deleting=True))
+    assert p.status == TERMINATING
+    assert not p.serving
+
+
+def test_a_half_filled_pod_does_not_crash() -> None:
+    p = pod_from_dict({"metadata": {"name": "x", "ownerReferences": [{"kind": "ReplicaSet"}]}})
+    assert (p.phase, p.ready, p.node, p.created_at, p.replicaset_uid) == (
+        "Pending",
+        False,
+        None,
+        None,
+        None,
+    )
+
+
+def test_only_a_controlling_replicaset_counts_as_owner() -> None:
+    raw = pod_dict("a")
+    raw["metadata"]["ownerReferences"][0]["controller"] = False
+    assert pod_from_dict(raw).replicaset_uid is None
+
+
+def test_list_pods_returns_pods_and_the_resource_version() -> None:
+    api = FakeApi(pods=three_healthy())
+    snapshot = kube.list_pods(api, namespace="chaos-demo", selector="app=chaos-demo")  # type: ignore[arg-type]
+    assert [p.name for p in snapshot.pods] == ["chaos-demo-0", "chaos-demo-1", "chaos-demo-2"]
+    assert snapshot.resource_version == "100"
+    assert api.calls[0]["label_selector"] == "app=chaos-demo"
+
+
+def test_delete_sends_a_uid_precondition() -> None:
+    api = FakeApi()
+    kube.delete_pod(api, namespace="chaos-demo", name="a", uid="uid-a")  # type: ignore[arg-type]
+    assert api.deleted == [("chaos-demo", "a", "uid-a")]
+
+
+@pytest.mark.parametrize(
+    ("error", "reason"),
+    [
+        (ApiException(status=403, reason="Forbidden"), "forbidden"),
+        (ApiException(status=401, reason="Unauthorized"), "forbidden"),
+        (ApiException(status=404, reason="Not Found"), "not_found"),
+        (ApiException(status=409, reason="Conflict"), "conflict"),
+        (ApiException(status=500, reason="Internal"), "server_error"),
+        (ApiException(status=503, reason="Unavailable"), "server_error"),
+        (ApiException(status=429, reason="Too Many"), "api_error"),
+        (urllib3.exceptions.ReadTimeoutError(None, "/", "read timed out"), "timeout"),
+        (
+            urllib3.exceptions.MaxRetryError(
+                None, "/", urllib3.exceptions.NewConnectionError(None, "refused")
+            ),
+            "unreachable",
+        ),
+        (
+            urllib3.exceptions.MaxRetryError(
+                None, "/", urllib3.exceptions.ConnectTimeoutError("slow")
+            ),
+            "timeout",
+        ),
+        (urllib3.exceptions.ProtocolError("reset"), "unreachable"),
+        (ConnectionRefusedError(), "unreachable"),
+        (ConfigException("no config"), "bad_config"),
+    ],
+)
+def test_client_errors_become_kube_errors(error: BaseException, reason: str) -> None:
+    api = FakeApi(list_error=error, delete_error=error)
+    with pytest.raises(kube.KubeError) as listing:
+        kube.list_pods(api, namespace="n", selector="a=b")  # type: ignore[arg-type]
+    with pytest.raises(kube.KubeError) as deleting:
+        kube.delete_pod(api, namespace="n", name="a", uid="u")  # type: ignore[arg-type]
+    assert listing.value.reason == deleting.value.reason == reason
+
+
+def test_a_non_json_answer_is_a_bad_response() -> None:
+    class Garbage(FakeApi):
+        def list_namespaced_pod(self, namespace: str, **kwargs: Any) -> Any:
+            response = super().list_namespaced_pod(namespace, **kwargs)
+            response.data = b"<html>proxy error</html>"
+            return response
+
+    with pytest.raises(kube.KubeError, match="bad_response"):
+        kube.list_pods(Garbage(), namespace="n", selector="a=b")  # type: ignore[arg-type]
+
+
+class StreamResponse:
+    """What the client's watch reads: a urllib3 response streaming JSON lines."""
+
+    status = 200
+
+    def __init__(self, lines: list[dict[str, Any]], error: BaseException | None = None) -> None:
+        self.lines = lines
+        self.error = error
+        self.closed = False
+
+    def stream(self, amt: Any = None, decode_content: Any = None) -> Iterator[bytes]:
+        # Chunks that cut lines in odd places, as a proxy may.
+        body = b"".join((json.dumps(line) + "\n").encode() for line in self.lines)
+        for start in range(0, len(body), 7):
+            yield body[start : start + 7]
+        if self.error is not None:
+            raise self.error
+
+    def close(self) -> None:
+        self.closed = True
+
+    def release_conn(self) -> None:
+        pass
+
+
+class WatchApi:
+    def __init__(self, response: StreamResponse) -> None:
+        self.response = response
+        self.kwargs: dict[str, Any] = {}
+
+    def list_namespaced_pod(self, namespace: str, **kwargs: Any) -> StreamResponse:
+        self.kwargs = kwargs
+        return self.response
+
+
+def _watch(response: StreamResponse) -> tuple[list[kube.PodEvent], WatchApi]:
+    api = WatchApi(response)
+    events = list(
+        kube.watch_pods(
+            api,  # type: ignore[arg-type]
+            namespace="chaos-demo",
+            selector="app=chaos-demo",
+            resource_version="42",
+            timeout_s=5,
+        )
+    )
+    return events, api
+
+
+def test_watch_yields_typed_events_and_bounds_the_call() -> None:
+    response = StreamResponse(
+        [
+            {"type": "ADDED", "object": pod_dict("a", resource_version="43")},
+            {"type": "MODIFIED", "object": pod_dict("a", deleting=True, resource_version="44")},
+            {"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "45"}}},
+            {"type": "DELETED", "object": pod_dict("a", deleting=True, resource_version="46")},
+        ]
+    )
+    events, api = _watch(response)
+    assert [(e.type, e.resource_version) for e in events] == [
+        ("ADDED", "43"),
+        ("MODIFIED", "44"),
+        ("BOOKMARK", "45"),
+        ("DELETED", "46"),
+    ]
+    assert events[1].pod is not None
+    assert events[1].pod.status == TERMINATING
+    assert events[2].pod is None
+    assert api.kwargs["watch"] is True
+    assert api.kwargs["resource_version"] == "42"
+    assert api.kwargs["timeout_seconds"] == 5
+    _connect, read = api.kwargs["_request_timeout"]
+    assert read > 5  # silence for the whole server timeout is not a stall
+    assert response.closed
+
+
+def test_a_too_old_resource_version_is_gone() -> None:
+    response = StreamResponse(
+        [
+            {
+                "type": "ERROR",
+                "object": {
+                    "kind": "Status",
+                    "code": 410,
+                    "reason": "Expired",
+                    "message": "too old resource version: 42 (1000)",
+                },
+            }
+        ]
+    )
+    with pytest.raises(kube.KubeError) as raised:
+        _watch(response)
+    assert raised.value.reason == "gone"
+
+
+def test_a_stalled_watch_is_a_timeout() -> None:
+    stalled = StreamResponse(
+        [{"type": "ADDED", "object": pod_dict("a")}],
+        error=urllib3.exceptions.ReadTimeoutError(None, "/", "read timed out"),
+    )
+    api = WatchApi(stalled)
+    stream = kube.watch_pods(
+        api,  # type: ignore[arg-type]
+        namespace="chaos-demo",
+        selector="app=chaos-demo",
+        resource_version="42",
+        timeout_s=5,
+    )
+    assert next(stream).type == "ADDED"
+    with pytest.raises(kube.KubeError) as raised:
+        next(stream)
+    assert raised.value.reason == "timeout"

@@ -1,0 +1,317 @@
+"""POST /api/infra/chaos against a stubbed Kubernetes client (DESIGN.md, "HTTP")."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+import redis
+import urllib3
+from django.core.cache import cache
+from django.test import Client, override_settings
+from django_ratelimit import core as ratelimit_core
+from kubernetes.client.exceptions import ApiException
+from prometheus_client import REGISTRY
+
+from chaos import services
+from chaos.models import ChaosEvent
+from chaos.services import client_hash
+from tests.chaos.fakes import FakeApi, pod_dict
+
+URL = "/api/infra/chaos"
+pytestmark = pytest.mark.django_db
+
+
+class Clock:
+    """django-ratelimit's clock, frozen: windows are jittered per key, so with the real
+    clock a test may straddle a window edge and see its counts reset."""
+
+    def __init__(self) -> None:
+        self.now = 1_000_000.25
+
+    def time(self) -> float:
+        return self.now
+
+
+@pytest.fixture(autouse=True)
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    frozen = Clock()
+    monkeypatch.setattr(ratelimit_core, "time", frozen)
+    return frozen
+
+
+def post(client: Client | None = None, **extra: Any) -> Any:
+    return (client or Client()).post(URL, REMOTE_ADDR=extra.pop("ip", "203.0.113.7"), **extra)
+
+
+def attempts(outcome: str) -> float:
+    return REGISTRY.get_sample_value("infra_chaos_attempts_total", {"outcome": outcome}) or 0.0
+
+
+def test_a_press_deletes_exactly_one_pod_and_records_it(cluster: FakeApi) -> None:
+    before = attempts("deleted")
+    response = post()
+    assert response.status_code == 200
+    body = response.json()
+    assert body["ok"] is True
+    assert len(cluster.deleted) == 1
+    namespace, name, uid = cluster.deleted[0]
+    assert (namespace, body["pod"]) == ("chaos-demo", name)
+    event = ChaosEvent.objects.get(pk=body["event_id"])
+    assert (event.outcome, event.pod_name, event.pod_uid) == ("deleted", name, uid)
+    assert event.replicaset_uid == "rs-1"
+    assert event.deleted_at is not None
+    assert event.recovery_s is None
+    assert attempts("deleted") == before + 1
+
+
+def test_the_raw_ip_is_never_stored(cluster: FakeApi) -> None:
+    post(ip="203.0.113.7")
+    event = ChaosEvent.objects.get()
+    assert event.client_hash == client_hash("203.0.113.7")
+    assert len(event.client_hash) == 64
+    stored = json.dumps(list(ChaosEvent.objects.values()), default=str)
+    assert "203.0.113.7" not in stored
+
+
+def test_refuses_when_too_few_are_healthy(cluster: FakeApi) -> None:
+    cluster.pods[0] = pod_dict("chaos-demo-0", ready=False)
+    response = post()
+    assert response.status_code == 409
+    assert response.json()["error"] == "not_enough_healthy"
+    assert cluster.deleted == []
+    assert ChaosEvent.objects.get().reason == "not_enough_healthy"
+
+
+def test_refuses_while_a_pod_is_terminating(cluster: FakeApi) -> None:
+    cluster.pods.append(pod_dict("chaos-demo-old", deleting=True))
+    response = post()
+    assert (response.status_code, response.json()["error"]) == (409, "not_enough_healthy")
+    assert ChaosEvent.objects.get().outcome == "refused"
+
+
+@pytest.mark.parametrize("status", [404, 409])
+def test_a_victim_replaced_under_us_is_a_refusal(cluster: FakeApi, status: int) -> None:
+    cluster.delete_error = ApiException(status=status)
+    response = post()
+    assert response.status_code == 409
+    event = ChaosEvent.objects.get()
+    assert (event.outcome, event.reason) == ("refused", "victim_changed")
+    assert event.pod_name  # staff can see which pod it was about
+
+
+@pytest.mark.parametrize(
+    ("where", "error", "reason"),
+    [
+        ("list", ApiException(status=403, reason="Forbidden"), "forbidden"),
+        ("delete", ApiException(status=403, reason="Forbidden"), "forbidden"),
+        ("list", ApiException(status=404), "not_found"),
+        ("list", ApiException(status=500), "server_error"),
+        ("delete", ApiException(status=503), "server_error"),
+        ("list", urllib3.exceptions.ReadTimeoutError(None, "/", "timed out"), "timeout"),
+        ("delete", urllib3.exceptions.ReadTimeoutError(None, "/", "timed out"), "timeout"),
+        (
+            "list",
+            urllib3.exceptions.MaxRetryError(
+                None, "/", urllib3.exceptions.NewConnectionError(None, "refused")
+            ),
+            "unreachable",
+        ),
+    ],
+)
+def test_kubernetes_failures_answer_503_and_record_a_failed_event(
+    cluster: FakeApi, where: str, error: BaseException, reason: str
+) -> None:
+    setattr(cluster, f"{where}_error", error)
+    before = attempts("failed")
+    response = post()
+    assert response.status_code == 503
+    assert response.json() == {"ok": False, "error": "cluster_unavailable"}
+    event = ChaosEvent.objects.get()
+    assert (event.outcome, event.reason) == ("failed", reason)
+    assert attempts("failed") == before + 1
+
+
+def test_no_kubernetes_configuration_is_a_503(monkeypatch: pytest.MonkeyPatch) -> None:
+    from chaos import kube
+
+    def broken() -> Any:
+        raise kube.KubeError("bad_config")
+
+    monkeypatch.setattr(kube, "core_api", broken)
+    response = post()
+    assert response.status_code == 503
+    assert ChaosEvent.objects.get().reason == "bad_config"
+
+
+@override_settings(CHAOS_ENABLED=False)
+def test_the_switch_turns_the_button_off(cluster: FakeApi) -> None:
+    response = post()
+    assert response.status_code == 403
+    assert response.json() == {"ok": False, "error": "chaos_disabled"}
+    assert cluster.deleted == []
+    assert not ChaosEvent.objects.exists()
+
+
+@pytest.mark.parametrize("method", ["get", "put", "delete", "patch"])
+def test_other_methods_are_not_allowed(cluster: FakeApi, method: str) -> None:
+    assert getattr(Client(), method)(URL).status_code == 405
+    assert cluster.deleted == []
+
+
+def test_csrf_is_required(cluster: FakeApi) -> None:
+    client = Client(enforce_csrf_checks=True)
+    response = post(client)
+    assert response.status_code == 403
+    assert response.json() == {"ok": False, "error": "csrf_failed"}
+    assert cluster.deleted == []
+    # With the cookie and the matching header the same client gets through.
+    token = "a" * 32
+    client.cookies["csrftoken"] = token
+    assert post(client, HTTP_X_CSRFTOKEN=token).status_code == 200
+
+
+def test_csrf_failures_outside_the_api_keep_djangos_page() -> None:
+    response = Client(enforce_csrf_checks=True).post("/admin/login/", {"username": "x"})
+    assert response.status_code == 403
+    assert response["Content-Type"].startswith("text/html")
+
+
+# --- rate limits -----------------------------------------------------------------------
+
+
+@override_settings(CHAOS_MIN_READY=3)  # the guard refuses: budgets are spent, no pod dies
+def test_the_fourth_press_in_a_minute_is_rate_limited(cluster: FakeApi) -> None:
+    codes = [post().status_code for _ in range(4)]
+    assert codes == [409, 409, 409, 429]
+    response = post()
+    body = response.json()
+    assert body["ok"] is False
+    assert body["error"] == "rate_limited"
+    assert 1 <= body["retry_after"] <= 61
+    assert response["Retry-After"] == str(body["retry_after"])
+    # Rate-limited presses do not reach the cluster or the history.
+    assert ChaosEvent.objects.count() == 3
+    assert post(ip="198.51.100.1").status_code == 409  # another visitor is unaffected
+
+
+@override_settings(CHAOS_MIN_READY=3, CHAOS_RATE_PER_IP="3/m")
+@pytest.mark.parametrize("start", [1_000_000.0, 1_000_000.25, 1_000_000.999, 1_000_041.5])
+def test_retry_after_is_when_the_window_resets(
+    cluster: FakeApi, clock: Clock, start: float
+) -> None:
+    clock.now = start
+    for _ in range(3):
+        post()
+    retry_after = int(post()["Retry-After"])
+    clock.now += retry_after - 1
+    assert post().status_code == 429, "still inside the window one second early"
+    clock.now += 1
+    assert post().status_code == 409, "a fresh window after Retry-After seconds"
+
+
+@override_settings(CHAOS_MIN_READY=3, TRUSTED_PROXY_COUNT=0)
+def test_without_proxies_x_forwarded_for_is_ignored(cluster: FakeApi) -> None:
+    codes = [
+        post(ip="10.0.0.1", HTTP_X_FORWARDED_FOR=f"198.51.100.{i}").status_code for i in range(4)
+    ]
+    assert codes[-1] == 429
+
+
+@override_settings(CHAOS_MIN_READY=3, TRUSTED_PROXY_COUNT=1)
+def test_a_spoofed_leftmost_forwarded_entry_gives_no_fresh_budget(cluster: FakeApi) -> None:
+    # The proxy (socket 10.0.0.1) appended the real client 203.0.113.7; the visitor
+    # prepended a different fake address each time.
+    codes = [
+        post(ip="10.0.0.1", HTTP_X_FORWARDED_FOR=f"198.51.100.{i}, 203.0.113.7").status_code
+        for i in range(4)
+    ]
+    assert codes == [409, 409, 409, 429]
+    # Different real clients behind the same proxy have their own budgets.
+    assert post(ip="10.0.0.1", HTTP_X_FORWARDED_FOR="203.0.113.8").status_code == 409
+
+
+@override_settings(CHAOS_MIN_READY=3)
+def test_ipv6_visitors_are_limited_per_64(cluster: FakeApi) -> None:
+    codes = [post(ip=f"2001:db8:1:2::{i:x}").status_code for i in range(1, 5)]
+    assert codes == [409, 409, 409, 429]
+    assert post(ip="2001:db8:1:3::1").status_code == 409
+
+
+@override_settings(
+    CHAOS_MIN_READY=3, CHAOS_RATE_PER_IP="100/m", CHAOS_RATE_GLOBAL="5/m", TRUSTED_PROXY_COUNT=1
+)
+def test_the_global_budget_holds_across_visitors(cluster: FakeApi) -> None:
+    codes = [
+        post(ip="10.0.0.1", HTTP_X_FORWARDED_FOR=f"198.51.100.{i}").status_code for i in range(8)
+    ]
+    assert codes == [409] * 5 + [429] * 3
+
+
+@override_settings(CHAOS_MIN_READY=3, CHAOS_RATE_PER_IP="2/m", CHAOS_RATE_GLOBAL="3/m")
+def test_one_visitor_over_their_limit_does_not_spend_the_global_budget(cluster: FakeApi) -> None:
+    assert [post(ip="203.0.113.7").status_code for _ in range(6)] == [409, 409] + [429] * 4
+    assert post(ip="198.51.100.1").status_code == 409
+
+
+def test_a_rate_limit_store_outage_is_a_503_not_an_open_door(
+    cluster: FakeApi, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def down(*args: Any, **kwargs: Any) -> Any:
+        raise redis.ConnectionError("Connection refused")
+
+    monkeypatch.setattr(cache, "add", down)
+    monkeypatch.setattr(cache, "incr", down)
+    response = post()
+    assert response.status_code == 503
+    assert response.json()["error"] == "cluster_unavailable"
+    assert cluster.deleted == []
+
+
+def test_a_cache_that_cannot_count_is_refused(
+    cluster: FakeApi, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # django-ratelimit's own fail-closed path: add() failed and incr() found nothing.
+    monkeypatch.setattr(cache, "add", lambda *a, **k: False)
+    monkeypatch.setattr(cache, "incr", lambda *a, **k: None)
+    assert post().status_code == 503
+    assert cluster.deleted == []
+
+
+def test_a_database_outage_is_a_503(cluster: FakeApi, monkeypatch: pytest.MonkeyPatch) -> None:
+    from django.db import OperationalError
+
+    def down(**kwargs: Any) -> Any:
+        raise OperationalError("database is locked")
+
+    monkeypatch.setattr(ChaosEvent.objects, "create", down)
+    assert post().status_code == 503
+
+
+def test_the_kill_is_announced_to_viewers_after_commit(
+    cluster: FakeApi, monkeypatch: pytest.MonkeyPatch, django_capture_on_commit_callbacks: Any
+) -> None:
+    published: list[tuple[str, Any]] = []
+    monkeypatch.setattr(services, "publish", lambda kind, data: published.append((kind, data)))
+    with django_capture_on_commit_callbacks(execute=True):
+        body = post().json()
+    chaos = [data for kind, data in published if kind == "chaos"]
+    assert len(chaos) == 1
+    assert chaos[0]["id"] == body["event_id"]
+    assert chaos[0]["pod"] == body["pod"]
+    assert chaos[0]["outcome"] == "deleted"
+    assert chaos[0]["recovery_s"] is None
+
+
+def test_a_publish_failure_does_not_fail_the_kill(
+    cluster: FakeApi, monkeypatch: pytest.MonkeyPatch, django_capture_on_commit_callbacks: Any
+) -> None:
+    def down(kind: str, data: Any) -> None:
+        raise redis.ConnectionError("Connection refused")
+
+    monkeypatch.setattr(services, "publish", down)
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        assert post().status_code == 200
+    assert len(callbacks) == 1
+    assert len(cluster.deleted) == 1
