@@ -1,0 +1,173 @@
+"""`python manage.py watch_pods`: the chaos namespace, live, for every viewer.
+
+A Kubernetes watch (list once, then watch from the list's resourceVersion), not polling:
+a pod turning Terminating reaches the page as fast as the apiserver tells us. Each step
+is one bounded watch call, so the worker loop renews its leader lock between calls; a
+410 Gone re-lists, a silent stream times out and reconnects from where it was.
+
+Every change publishes a `pods` frame. When a chaos kill's replacement is Ready, the
+kill's event gets its recovery timeline and a `chaos` frame tells everyone how fast
+Kubernetes healed.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.conf import settings
+from django.db import close_old_connections
+from django.utils import timezone
+
+from chaos import kube
+from chaos.models import ChaosEvent
+from chaos.recovery import MAX_TRACKED, Kill, PodState, Recovery, RecoveryTracker
+from chaos.selectors import chaos_event_frame, recovery_stats
+from dashboard.nodes import node_label
+from dashboard.publish import publish
+from infra_site.metrics import RECOVERY_SECONDS
+from infra_site.worker import WorkerCommand
+
+log = logging.getLogger(__name__)
+
+# Server-side duration of one watch call. Short, because the leader lock is renewed
+# between calls; the lock's TTL covers this plus the read-timeout slack and a backoff.
+WATCH_TIMEOUT_S = 5
+MAX_BACKOFF_S = 4.0
+
+
+class Command(WorkerCommand):
+    help = "Watches the chaos namespace, publishes pod changes and times recoveries."
+    lock_name = "watcher"
+    lock_ttl_s = 15.0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.resource_version: str | None = None
+        self.state = PodState()
+        self.tracker = RecoveryTracker()
+        self.failures = 0
+        # A frame that could not be published (Redis blip) is retried at the next step.
+        self.unpublished = False
+
+    def interval(self) -> float:
+        # Back off after failures (apiserver down, RBAC missing), without ever sleeping
+        # past the leader lock's TTL.
+        return 0.0 if self.failures == 0 else min(MAX_BACKOFF_S, 0.5 * 2**self.failures)
+
+    def on_leadership_lost(self) -> None:
+        # Another replica leads now; what we knew may be stale by the time we lead again.
+        self.resource_version = None
+        self.state = PodState()
+        self.tracker = RecoveryTracker()
+
+    def step(self) -> bool:
+        close_old_connections()
+        changed = False
+        try:
+            api = kube.core_api()
+            if self.resource_version is None:
+                self._relist(api)
+                changed = True
+            else:
+                changed = self._watch(api)
+            self.failures = 0
+        except kube.KubeError as exc:
+            if exc.reason == "gone":
+                log.info("watch_pods: resourceVersion expired (410 Gone), re-listing")
+                self.resource_version = None
+            elif exc.reason == "timeout":
+                # A stalled stream: reconnect from the last version we saw.
+                log.info("watch_pods: watch stalled, reconnecting")
+            else:
+                self.failures += 1
+                self.resource_version = None
+                log.warning("watch_pods: %s", exc)
+        self._settle_recoveries()
+        if self.unpublished:
+            self._publish_pods()
+        return changed
+
+    def _relist(self, api: Any) -> None:
+        snapshot = kube.list_pods(
+            api, namespace=settings.CHAOS_NAMESPACE, selector=settings.CHAOS_SELECTOR
+        )
+        self.state.reset(snapshot.pods, now=timezone.now())
+        self.resource_version = snapshot.resource_version
+        self._publish_pods()
+
+    def _watch(self, api: Any) -> bool:
+        assert self.resource_version is not None
+        changed = False
+        for event in kube.watch_pods(
+            api,
+            namespace=settings.CHAOS_NAMESPACE,
+            selector=settings.CHAOS_SELECTOR,
+            resource_version=self.resource_version,
+            timeout_s=WATCH_TIMEOUT_S,
+        ):
+            self.resource_version = event.resource_version or self.resource_version
+            if event.pod is not None and self.state.apply(
+                event.type, event.pod, now=timezone.now()
+            ):
+                changed = True
+                self._publish_pods()
+                self._settle_recoveries()
+            if self.stopping.is_set():
+                break
+        return changed
+
+    def _publish_pods(self) -> None:
+        frame = self.state.pod_list(
+            namespace=settings.CHAOS_NAMESPACE, now=timezone.now(), node_label=node_label
+        )
+        try:
+            publish("pods", frame)
+            self.unpublished = False
+        except Exception:
+            self.unpublished = True
+            log.warning("watch_pods: could not publish pods", exc_info=True)
+
+    def _settle_recoveries(self) -> None:
+        """Learns of new kills, and records and announces the healed ones."""
+        now = timezone.now()
+        pending = ChaosEvent.objects.filter(
+            outcome=ChaosEvent.Outcome.DELETED,
+            ready_at__isnull=True,
+            deleted_at__gte=now - MAX_TRACKED,
+        ).exclude(pk__in=list(self.tracker.kills))
+        self.tracker.track(
+            Kill(
+                event_id=event.pk,
+                pod_uid=event.pod_uid,
+                pod_name=event.pod_name,
+                replicaset_uid=event.replicaset_uid,
+                deleted_at=event.deleted_at or event.at,
+            )
+            for event in pending
+        )
+        for kill in self.tracker.expire(now=now):
+            log.info("watch_pods: no Ready replacement for %s; giving up", kill.pod_name)
+        for recovery in self.tracker.recoveries(self.state):
+            self._record(recovery)
+
+    def _record(self, recovery: Recovery) -> None:
+        # Conditional: if another watcher (an old leader) already recorded this kill,
+        # nothing is written twice and nothing is announced twice.
+        updated = ChaosEvent.objects.filter(pk=recovery.event_id, ready_at__isnull=True).update(
+            replacement_uid=recovery.replacement_uid,
+            replacement_name=recovery.replacement_name,
+            replacement_created_at=recovery.replacement_created_at,
+            scheduled_at=recovery.scheduled_at,
+            ready_at=recovery.ready_at,
+            recovery_s=recovery.recovery_s,
+        )
+        if not updated:
+            return
+        RECOVERY_SECONDS.observe(recovery.recovery_s)
+        event = ChaosEvent.objects.get(pk=recovery.event_id)
+        log.info("watch_pods: %s healed in %.2f s", event.pod_name, recovery.recovery_s)
+        try:
+            publish("chaos", {**chaos_event_frame(event=event), "recovery": recovery_stats()})
+        except Exception:
+            log.warning("watch_pods: could not publish recovery", exc_info=True)

@@ -1,0 +1,240 @@
+"""The watcher command, one step at a time, against a scripted Kubernetes seam."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.utils import timezone
+from prometheus_client import REGISTRY
+
+from chaos import kube
+from chaos.management.commands import watch_pods
+from chaos.models import ChaosEvent
+from chaos.pods import Pod
+from dashboard.nodes import remember
+from tests.chaos.fakes import pod
+
+pytestmark = pytest.mark.django_db
+
+Call = list[kube.PodEvent] | kube.KubeError
+
+
+@dataclass
+class ScriptedCluster:
+    """What kube.list_pods returns, and what each successive watch call yields."""
+
+    pods: list[Pod]
+    watches: list[Call] = field(default_factory=list)
+    lists: int = 0
+    list_error: kube.KubeError | None = None
+    watched_from: list[str] = field(default_factory=list)
+
+    def list_pods(self, api: Any, **kwargs: Any) -> kube.PodSnapshot:
+        self.lists += 1
+        if self.list_error is not None:
+            raise self.list_error
+        return kube.PodSnapshot(pods=list(self.pods), resource_version=f"list-{self.lists}")
+
+    def watch_pods(
+        self, api: Any, *, resource_version: str, **kwargs: Any
+    ) -> Iterator[kube.PodEvent]:
+        assert kwargs["timeout_s"] <= 5, (
+            "each watch call must be short: the lock is renewed between"
+        )
+        self.watched_from.append(resource_version)
+        call = self.watches.pop(0) if self.watches else []
+        if isinstance(call, kube.KubeError):
+            raise call
+        yield from call
+
+
+@pytest.fixture
+def cluster(monkeypatch: pytest.MonkeyPatch) -> ScriptedCluster:
+    now = timezone.now()
+    scripted = ScriptedCluster(
+        pods=[pod(f"web-{i}", uid=f"u{i}", created=now - timedelta(minutes=5)) for i in range(3)]
+    )
+    monkeypatch.setattr(kube, "core_api", lambda: object())
+    monkeypatch.setattr(kube, "list_pods", scripted.list_pods)
+    monkeypatch.setattr(kube, "watch_pods", scripted.watch_pods)
+    return scripted
+
+
+@pytest.fixture
+def frames(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, Any]]:
+    published: list[tuple[str, Any]] = []
+    monkeypatch.setattr(watch_pods, "publish", lambda kind, data: published.append((kind, data)))
+    return published
+
+
+def event(kind: str, p: Pod, version: str) -> kube.PodEvent:
+    return kube.PodEvent(type=kind, pod=p, resource_version=version)
+
+
+def test_first_step_lists_and_publishes_the_pods(
+    cluster: ScriptedCluster, frames: list[tuple[str, Any]]
+) -> None:
+    remember({"kwok-node-0": "Node 1"})
+    command = watch_pods.Command()
+    assert command.step() is True
+    assert cluster.lists == 1
+    [(kind, data)] = frames
+    assert kind == "pods"
+    assert (data["desired"], data["ready"]) == (3, 3)
+    assert {p["node"] for p in data["pods"]} == {"Node 1"}
+    assert "kwok-node" not in repr(frames)
+
+
+def test_watch_resumes_from_the_last_version_and_publishes_each_change(
+    cluster: ScriptedCluster, frames: list[tuple[str, Any]]
+) -> None:
+    command = watch_pods.Command()
+    command.step()
+    cluster.watches = [
+        [
+            event("MODIFIED", pod("web-0", uid="u0", deleting=True), "7"),
+            kube.PodEvent(type="BOOKMARK", pod=None, resource_version="8"),
+        ],
+        [],
+    ]
+    assert command.step() is True
+    assert command.step() is False  # a quiet watch call: nothing to publish
+    assert cluster.watched_from == ["list-1", "8"]
+    statuses = [[p["status"] for p in data["pods"]] for kind, data in frames if kind == "pods"]
+    assert statuses[-1].count("Terminating") == 1
+    assert len(frames) == 2
+
+
+def test_a_gone_resource_version_relists(
+    cluster: ScriptedCluster, frames: list[tuple[str, Any]]
+) -> None:
+    command = watch_pods.Command()
+    command.step()
+    cluster.watches = [kube.KubeError("gone", status=410)]
+    command.step()
+    assert command.resource_version is None
+    cluster.pods = cluster.pods[:2]
+    command.step()
+    assert cluster.lists == 2
+    assert command.failures == 0
+    assert len(frames[-1][1]["pods"]) == 2
+
+
+def test_a_stalled_watch_reconnects_from_where_it_was(cluster: ScriptedCluster) -> None:
+    command = watch_pods.Command()
+    command.step()
+    cluster.watches = [kube.KubeError("timeout"), []]
+    command.step()
+    command.step()
+    assert cluster.lists == 1
+    assert cluster.watched_from == ["list-1", "list-1"]
+
+
+def test_api_failures_back_off_within_the_lock_ttl(
+    cluster: ScriptedCluster, frames: list[tuple[str, Any]]
+) -> None:
+    command = watch_pods.Command()
+    command.step()
+    cluster.watches = [kube.KubeError("forbidden", status=403)]
+    cluster.list_error = kube.KubeError("forbidden", status=403)
+    waits = []
+    for _ in range(10):
+        command.step()
+        waits.append(command.interval())
+    assert waits == sorted(waits)
+    assert waits[0] > 0
+    assert waits[-1] < command.lock_ttl_s / 2
+    # After a failure the next step starts from a fresh list; success ends the backoff.
+    cluster.list_error = None
+    command.step()
+    assert cluster.lists == 11
+    assert command.interval() == 0
+
+
+def test_losing_leadership_forgets_the_state(cluster: ScriptedCluster) -> None:
+    command = watch_pods.Command()
+    command.step()
+    command.on_leadership_lost()
+    assert command.resource_version is None
+    assert command.state.pods == {}
+
+
+def test_a_publish_failure_is_retried_next_step(
+    cluster: ScriptedCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    published: list[str] = []
+    outage = [True]
+
+    def flaky(kind: str, data: Any) -> None:
+        if outage[0]:
+            raise ConnectionError("redis down")
+        published.append(kind)
+
+    monkeypatch.setattr(watch_pods, "publish", flaky)
+    command = watch_pods.Command()
+    command.step()
+    assert command.unpublished
+    outage[0] = False
+    command.step()
+    assert published == ["pods"]
+
+
+def test_a_kill_gets_its_recovery_recorded_and_announced(
+    cluster: ScriptedCluster, frames: list[tuple[str, Any]]
+) -> None:
+    command = watch_pods.Command()
+    command.step()
+    killed = timezone.now()
+    kill = ChaosEvent.objects.create(
+        outcome="deleted",
+        pod_name="web-0",
+        pod_uid="u0",
+        replicaset_uid="rs-1",
+        client_hash="h",
+        deleted_at=killed,
+    )
+    before = REGISTRY.get_sample_value("infra_chaos_recovery_seconds_count") or 0
+    fresh = dict(uid="n1", created=killed)
+    cluster.watches = [
+        [
+            event("MODIFIED", pod("web-0", uid="u0", deleting=True), "10"),
+            event("ADDED", pod("web-n1", phase="Pending", ready=False, node=None, **fresh), "11"),
+            event("MODIFIED", pod("web-n1", phase="Pending", ready=False, **fresh), "12"),
+        ],
+        [
+            event("MODIFIED", pod("web-n1", ready_since=killed, **fresh), "13"),
+            event("DELETED", pod("web-0", uid="u0", deleting=True), "14"),
+        ],
+    ]
+    command.step()
+    kill.refresh_from_db()
+    assert kill.recovery_s is None
+    command.step()
+    kill.refresh_from_db()
+    assert kill.replacement_uid == "n1"
+    assert kill.replacement_name == "web-n1"
+    assert kill.replacement_created_at is not None
+    assert kill.scheduled_at is not None
+    assert kill.ready_at is not None
+    assert kill.recovery_s is not None
+    assert 0 <= kill.recovery_s < 5
+    assert kill.replacement_created_at <= kill.scheduled_at <= kill.ready_at
+    chaos = [data for kind, data in frames if kind == "chaos"]
+    assert len(chaos) == 1
+    assert chaos[0]["id"] == kill.pk
+    assert chaos[0]["recovery_s"] == round(kill.recovery_s, 2)
+    assert chaos[0]["recovery"]["count"] == 1
+    assert (REGISTRY.get_sample_value("infra_chaos_recovery_seconds_count") or 0) == before + 1
+    # The replacement shows Running in the pods frame before the victim is gone.
+    pods_frames = [data for kind, data in frames if kind == "pods"]
+    assert any(
+        {p["name"]: p["status"] for p in f["pods"]}.get("web-n1") == "Running"
+        and {p["name"]: p["status"] for p in f["pods"]}.get("web-0") == "Terminating"
+        for f in pods_frames
+    )
+    command.step()
+    assert len([kind for kind, _ in frames if kind == "chaos"]) == 1
