@@ -254,9 +254,16 @@ function renderPods(list) {
       field(el, "prefix").textContent = name.slice(0, cut);
       field(el, "suffix").textContent = name.slice(cut);
       field(el, "status").textContent = String(p.status);
-      field(el, "node").textContent = p.node ? String(p.node) : "unscheduled";
+      field(el, "node").textContent = p.node
+        ? String(p.node)
+        : p.status === "Pending"
+          ? "unscheduled"
+          : "";
     },
   );
+  // The narrated events feed is optional (it needs RBAC on events); its panel shows up
+  // only once the watcher sends one.
+  $(".k8s-panel").hidden = !Array.isArray(list.events);
   if (Array.isArray(list.events)) renderK8sEvents(list.events);
 }
 
@@ -345,7 +352,7 @@ function renderBadge() {
   } else if (metrics?.stale || silent || !metrics) {
     state = "stale";
     const since = toDate(metrics?.stale_since) ?? toDate(metrics?.ts);
-    text = since ? `stale since ${clock(since)}` : "stale: no data yet";
+    text = since ? `stale since ${clock(since)}` : "waiting for data";
   }
   if (badge.dataset.state !== state) badge.dataset.state = state;
   const label = $(".badge-text", badge);
@@ -479,9 +486,12 @@ async function unleash(event) {
     });
     const body = await response.json().catch(() => ({}));
     if (response.ok && body.ok) {
+      // The chaos frame may have beaten this response here; relabel what it drew.
       mine.add(String(body.event_id));
-      const el = $(`#chaos-feed [data-event-id="${CSS.escape(String(body.event_id))}"]`);
-      if (el) field(el, "who").textContent = "You";
+      for (const el of document.querySelectorAll(`[data-event-id="${CSS.escape(String(body.event_id))}"]`)) {
+        el.dataset.mine = "true";
+        field(el, "who").textContent = "You";
+      }
       say(`You killed ${body.pod}. Now watch Kubernetes bring it back…`, "ok");
     } else if (response.status === 429) {
       const seconds = num(body.retry_after) ?? Number.parseInt(response.headers.get("Retry-After"), 10);

@@ -219,6 +219,32 @@ def pod_prefix(name: Any) -> str:
 
 
 @register.filter
+def pod_node(pod: Any) -> str:
+    """Where the pod runs; a pending pod without a node is waiting for the scheduler."""
+    if not isinstance(pod, dict):
+        return ""
+    if pod.get("node"):
+        return str(pod["node"])
+    return "unscheduled" if pod.get("status") == "Pending" else ""
+
+
+_RATE_UNITS = {"s": "second", "m": "minute", "h": "hour", "d": "day"}
+
+
+@register.filter
+def rate_text(rate: Any) -> str:
+    """django-ratelimit's "3/m" or "5/10m" in words: "3 per minute", "5 per 10 minutes"."""
+    count, _, period = str(rate).partition("/")
+    digits = period.rstrip("smhd")
+    unit = _RATE_UNITS.get(period[len(digits) :])
+    if not count.isdigit() or unit is None or (digits and not digits.isdigit()):
+        return str(rate)
+    if digits and int(digits) != 1:
+        return f"{count} per {digits} {unit}s"
+    return f"{count} per {unit}"
+
+
+@register.filter
 def seconds(value: Any) -> str:
     number = _number(value)
     return "—" if number is None else f"{number:.1f}"

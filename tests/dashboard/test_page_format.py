@@ -149,3 +149,31 @@ def test_sparkline_stays_inside_its_box(series: list[tuple[int, float]]) -> None
         x, y = map(float, point.split(","))
         assert 0 <= x <= 100
         assert infra.SPARK_MARGIN - 0.01 <= y <= infra.SPARK_HEIGHT - infra.SPARK_MARGIN + 0.01
+
+
+@pytest.mark.parametrize(
+    ("pod", "expected"),
+    [
+        ({"node": "Node 2", "status": "Running"}, "Node 2"),
+        ({"node": None, "status": "Pending"}, "unscheduled"),
+        ({"node": None, "status": "Running"}, ""),
+        (None, ""),
+    ],
+)
+def test_pod_node(pod: object, expected: str) -> None:
+    assert infra.pod_node(pod) == expected
+
+
+@pytest.mark.parametrize(
+    ("rate", "expected"),
+    [
+        ("3/m", "3 per minute"),
+        ("100/h", "100 per hour"),
+        ("5/10m", "5 per 10 minutes"),
+        ("1/1d", "1 per day"),
+        ("weird", "weird"),
+        ("3/x", "3/x"),
+    ],
+)
+def test_rate_text(rate: str, expected: str) -> None:
+    assert infra.rate_text(rate) == expected

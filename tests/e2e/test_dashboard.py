@@ -1,0 +1,272 @@
+"""/infra in a real browser against the real stack: web + poller + watcher processes,
+Prometheus, Redis and the kwok cluster (issue 3, "Browser test")."""
+
+from __future__ import annotations
+
+import random
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import Devstack, StartProcess, free_port, manage, wait_http
+
+pytestmark = [pytest.mark.e2e, pytest.mark.integration]
+
+# Poll often so a test waits seconds, not tens of seconds, for the next number.
+POLL_INTERVAL_S = "2"
+NAMESPACE = "chaos-demo"
+DESKTOP = {"width": 1280, "height": 800}
+PHONE = {"width": 390, "height": 844}
+# Scrapes every 5 s, a poll every 2 s and a rate window: a minute is generous.
+CLUSTER_CHANGE_TIMEOUT_MS = 60_000
+
+
+def start_web(
+    devstack: Devstack, start_process: StartProcess, port: int, **env: str
+) -> subprocess.Popen[bytes]:
+    """A daphne on a given port (the `web_server` fixture picks its own, and a restart must
+    come back on the same one)."""
+    proc = start_process(
+        [
+            sys.executable,
+            "-m",
+            "daphne",
+            "-b",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "infra_site.asgi:application",
+        ],
+        devstack.app_env(POLL_INTERVAL=POLL_INTERVAL_S, **env),
+        name=f"web-{port}",
+    )
+    wait_http(f"http://127.0.0.1:{port}/healthz")
+    return proc
+
+
+@pytest.fixture
+def workers(devstack: Devstack, start_process: StartProcess) -> None:
+    env = devstack.app_env(POLL_INTERVAL=POLL_INTERVAL_S)
+    start_process(manage("poll_metrics"), env, name="poller")
+    start_process(manage("watch_pods"), env, name="watcher")
+
+
+@pytest.fixture
+def open_page(browser: Any) -> Iterator[Callable[..., Any]]:
+    """Opens /infra in a fresh context; fails the test on script errors or CSP refusals."""
+    contexts: list[Any] = []
+    problems: list[str] = []
+
+    def open_(
+        url: str, viewport: dict[str, int] = DESKTOP, headers: dict[str, str] | None = None
+    ) -> Any:
+        context = browser.new_context(viewport=viewport, extra_http_headers=headers or {})
+        contexts.append(context)
+        page = context.new_page()
+        page.on("pageerror", lambda exc: problems.append(f"script error: {exc}"))
+        page.on(
+            "console",
+            lambda msg: (
+                problems.append(f"console: {msg.text}")
+                if "Content Security Policy" in msg.text
+                else None
+            ),
+        )
+        page.goto(f"{url}/infra")
+        return page
+
+    yield open_
+    for context in contexts:
+        context.close()
+    assert problems == []
+
+
+def until(page: Any, predicate: str, arg: Any = None, timeout_ms: int = 15_000) -> None:
+    """Polls a JS function in the page until it returns true.
+
+    Not `page.wait_for_function`: that evaluates a string with eval(), which the page's
+    strict CSP (no 'unsafe-eval') rightly refuses; `evaluate` goes through DevTools.
+    """
+    deadline = time.monotonic() + timeout_ms / 1000
+    while not page.evaluate(predicate, arg):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not true within {timeout_ms} ms: {predicate}")
+        time.sleep(0.1)
+
+
+def count_is(selector: str, n: int) -> str:
+    return f"() => document.querySelectorAll({selector!r}).length === {n}"
+
+
+def number(page: Any, selector: str) -> float:
+    text = page.text_content(selector) or ""
+    assert re.fullmatch(r"\d+(\.\d)?", text), f"{selector} shows {text!r}, not a number"
+    return float(text)
+
+
+def wait_for_live(page: Any, timeout_ms: int = 45_000) -> None:
+    page.wait_for_selector('#connection[data-state="live"]', timeout=timeout_ms)
+
+
+def scale(devstack: Devstack, replicas: int) -> None:
+    devstack.kubectl("-n", NAMESPACE, "scale", "deployment/chaos-demo", f"--replicas={replicas}")
+
+
+def test_page_shows_real_numbers_and_follows_the_cluster_live(
+    devstack: Devstack,
+    start_process: StartProcess,
+    workers: None,
+    open_page: Callable[..., Any],
+    artifacts: Path,
+) -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    start_web(devstack, start_process, int(url.rsplit(":", 1)[1]))
+    page = open_page(url)
+    wait_for_live(page)
+    # Marks this document: if the page reloaded, the mark would be gone.
+    page.evaluate("window.__sameDocument = true")
+
+    # The numbers come from Prometheus and the watch.
+    until(page, "() => /^\\d+$/.test(document.querySelector('#metric-pods .value').textContent)")
+    pods_before = number(page, "#metric-pods .value")
+    assert pods_before >= 3
+    assert 0 <= number(page, "#metric-cpu .value") <= 100
+    assert 0 < number(page, "#metric-memory .value") <= 100
+    for card in ("pods", "cpu", "memory"):
+        assert page.get_attribute(f"#metric-{card}", "data-level") in {"ok", "warning", "critical"}
+    assert page.locator("#nodes li").count() >= 1
+    until(page, count_is('#pods [data-pod][data-status="Running"]', 3), timeout_ms=30_000)
+    assert page.locator("#spark-cpu .spark-line").get_attribute("points")
+    assert page.text_content("#connection") == "live"
+    page.screenshot(path=str(artifacts / "dashboard-desktop.png"), full_page=True)
+
+    phone = open_page(url, PHONE)
+    wait_for_live(phone)
+    assert phone.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+    box = phone.locator("#chaos-button").bounding_box()
+    assert box is not None
+    assert box["x"] >= 0
+    assert box["x"] + box["width"] <= PHONE["width"]
+    phone.screenshot(path=str(artifacts / "dashboard-phone.png"), full_page=True)
+
+    try:
+        scale(devstack, 5)
+        # The watch shows the new pods at once, Prometheus's count follows a scrape later.
+        until(page, count_is("#pods [data-pod]", 5), timeout_ms=CLUSTER_CHANGE_TIMEOUT_MS)
+        until(
+            page,
+            "(n) => Number(document.querySelector('#metric-pods .value').textContent) === n",
+            pods_before + 2,
+            timeout_ms=CLUSTER_CHANGE_TIMEOUT_MS,
+        )
+    finally:
+        scale(devstack, 3)
+    until(page, count_is("#pods [data-pod]", 3), timeout_ms=CLUSTER_CHANGE_TIMEOUT_MS)
+    assert page.evaluate("window.__sameDocument") is True
+
+
+def test_badge_reconnects_when_the_server_comes_back(
+    devstack: Devstack,
+    start_process: StartProcess,
+    workers: None,
+    open_page: Callable[..., Any],
+    artifacts: Path,
+) -> None:
+    port = free_port()
+    web = start_web(devstack, start_process, port)
+    page = open_page(f"http://127.0.0.1:{port}")
+    wait_for_live(page)
+
+    web.terminate()
+    web.wait(timeout=15)
+    page.wait_for_selector('#connection[data-state="reconnecting"]', timeout=15_000)
+    assert page.text_content("#connection") == "reconnecting…"
+    page.screenshot(path=str(artifacts / "dashboard-reconnecting.png"))
+    # Numbers stay on screen while the connection is down: old data beats an empty page.
+    assert page.text_content("#metric-cpu .value") != "—"
+
+    started = time.monotonic()
+    start_web(devstack, start_process, port)
+    # Backoff is capped at 30 s; after a short outage the next try is due within seconds.
+    wait_for_live(page, timeout_ms=40_000)
+    assert time.monotonic() - started < 40
+    assert page.text_content("#connection") == "live"
+
+
+HEALTHY_THREE = """() => {
+    const pods = [...document.querySelectorAll('#pods [data-pod]')];
+    return pods.length === 3
+        && pods.every(p => p.dataset.status === 'Running' && p.dataset.ready === 'true');
+}"""
+REPLACEMENT_RUNNING = """(before) => [...document.querySelectorAll('#pods [data-pod]')].some(
+    p => !before.includes(p.dataset.pod) && p.dataset.status === 'Running')"""
+
+
+def visitor() -> dict[str, str]:
+    # With one trusted proxy the client address is the last X-Forwarded-For entry: each
+    # run brings a new visitor, so earlier presses (by other tests) cannot spend its budget.
+    octets = ".".join(str(random.randint(1, 254)) for _ in range(3))
+    return {"X-Forwarded-For": f"10.{octets}"}
+
+
+def test_a_kill_is_seen_by_every_viewer_and_the_feed_shows_the_recovery(
+    devstack: Devstack,
+    start_process: StartProcess,
+    workers: None,
+    open_page: Callable[..., Any],
+    artifacts: Path,
+) -> None:
+    """Issue 4's browser test: two viewers, one presses the button."""
+    port = free_port()
+    start_web(devstack, start_process, port, TRUSTED_PROXY_COUNT="1", CHAOS_RATE_PER_IP="1/m")
+    url = f"http://127.0.0.1:{port}"
+    clicker = open_page(url, DESKTOP, visitor())
+    onlooker = open_page(url, PHONE, visitor())
+    for page in (clicker, onlooker):
+        wait_for_live(page)
+        until(page, HEALTHY_THREE, timeout_ms=CLUSTER_CHANGE_TIMEOUT_MS)
+    before = clicker.eval_on_selector_all("#pods [data-pod]", "els => els.map(e => e.dataset.pod)")
+
+    clicker.click("#chaos-button")
+    until(clicker, "() => document.querySelector('#chaos-message').textContent.length > 0")
+    found = re.match(r"You killed (\S+)\.", clicker.text_content("#chaos-message") or "")
+    assert found, clicker.text_content("#chaos-message")
+    victim = found.group(1)
+    assert victim in before
+
+    # The dot turns red for everyone, not only for the visitor who pressed.
+    for page in (clicker, onlooker):
+        page.wait_for_selector(
+            f'#pods [data-pod="{victim}"][data-status="Terminating"]', timeout=10_000
+        )
+    clicker.screenshot(path=str(artifacts / "chaos-terminating-desktop.png"), full_page=True)
+
+    for page in (clicker, onlooker):
+        until(page, REPLACEMENT_RUNNING, before, timeout_ms=30_000)
+        until(page, HEALTHY_THREE, timeout_ms=30_000)
+        healed = page.locator('#chaos-feed li[data-healed="true"]').first
+        healed.wait_for(timeout=30_000)
+        text = healed.text_content() or ""
+        assert victim in text
+        assert re.search(r"healed in \d+\.\d s", text), text
+        assert re.fullmatch(r"\d+\.\d", page.text_content("#recovery-p50") or "")
+        assert victim in (page.locator("#chaos-history li").first.text_content() or "")
+    assert (clicker.locator("#chaos-feed li").first.text_content() or "").strip().startswith("You")
+    assert "A visitor killed" in (onlooker.locator("#chaos-feed li").first.text_content() or "")
+    clicker.screenshot(path=str(artifacts / "chaos-healed-desktop.png"), full_page=True)
+    onlooker.screenshot(path=str(artifacts / "chaos-healed-phone.png"), full_page=True)
+
+    # Over the visitor's budget: a countdown instead of a stuck or silently dead button.
+    clicker.click("#chaos-button")
+    until(clicker, "() => document.querySelector('#chaos-button').textContent.includes('Try')")
+    assert re.fullmatch(
+        r"Try again in \d+ s", (clicker.text_content("#chaos-button") or "").strip()
+    )
+    assert clicker.is_disabled("#chaos-button")
+    assert "breather" in (clicker.text_content("#chaos-message") or "")
