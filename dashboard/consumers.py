@@ -1,27 +1,88 @@
-"""The websocket viewers connect to. Server -> client only (DESIGN.md, "Websocket")."""
+"""The websocket viewers connect to. Server -> client only (DESIGN.md, "Websocket").
+
+Frames reach a viewer through this process's fan-out hub (dashboard/fanout.py), not
+through a channel of the viewer's own: Channels would otherwise make every viewer a
+member of the group, which is what stops scaling at a few thousand viewers.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from typing import Any
 
+from channels.consumer import get_handler_name
 from channels.generic.websocket import AsyncWebsocketConsumer
 
-from dashboard.publish import GROUP, alatest_frames
+from dashboard.fanout import Hub, Subscription, hub
+from infra_site.metrics import OPEN_WEBSOCKETS
+
+log = logging.getLogger(__name__)
+
+# RFC 6455 close codes: 1003 "cannot accept this type of data", 1009 "message too big".
+CLOSE_BINARY = 1003
+CLOSE_TOO_BIG = 1009
+# Application code (4000-4999), mirroring HTTP 408: this viewer fell too far behind.
+CLOSE_TOO_SLOW = 4408
+# Viewers have nothing to say, so any frame is tolerated only while it is small.
+MAX_CLIENT_TEXT = 4096
 
 
-class InfraConsumer(AsyncWebsocketConsumer):
+class InfraConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels ships no types
+    # An alias that names no channel layer: Channels then gives this consumer no channel
+    # of its own (channels.layers.get_channel_layer returns None for it).
+    channel_layer_alias = "infra.no-channel-per-viewer"
+
+    hub: Hub | None = None
+    subscription: Subscription | None = None
+    forwarder: asyncio.Task[None] | None = None
+    counted = False
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        # Channels' dispatch closes stale DB connections in a thread before each message.
+        # This consumer touches no database, and a thread hop per client frame would let
+        # one chatty client tie up the shared thread every sync view needs.
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
+
     async def connect(self) -> None:
-        await self.channel_layer.group_add(GROUP, self.channel_name)
         await self.accept()
-        for text in await alatest_frames():
+        OPEN_WEBSOCKETS.inc()
+        self.counted = True
+        self.hub = hub()
+        self.subscription, first = await self.hub.subscribe()
+        for text in first:
             await self.send(text_data=text)
+        self.forwarder = asyncio.create_task(self._forward(self.subscription))
 
     async def disconnect(self, code: int) -> None:
-        await self.channel_layer.group_discard(GROUP, self.channel_name)
+        if self.forwarder is not None and self.forwarder is not asyncio.current_task():
+            self.forwarder.cancel()
+        if self.hub is not None and self.subscription is not None:
+            self.hub.unsubscribe(self.subscription)
+            self.subscription = None
+        if self.counted:
+            OPEN_WEBSOCKETS.dec()
+            self.counted = False
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
-        # Viewers have nothing to say; anything they send is ignored.
-        return
+        if bytes_data is not None:
+            await self.close(code=CLOSE_BINARY, reason="binary frames are not accepted")
+        elif text_data is not None and len(text_data) > MAX_CLIENT_TEXT:
+            await self.close(code=CLOSE_TOO_BIG, reason="frame too large")
+        # Any other text is ignored: the protocol has no client messages (DESIGN.md).
 
-    async def infra_frame(self, event: dict[str, Any]) -> None:
-        await self.send(text_data=event["text"])
+    async def _forward(self, subscription: Subscription) -> None:
+        try:
+            while (text := await subscription.next()) is not None:
+                await self.send(text_data=text)
+            log.info("websocket: a viewer fell too far behind; closing it")
+            await self.close(code=CLOSE_TOO_SLOW, reason="too far behind")
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # The connection is gone or broken; its disconnect cleans up. Nothing to
+            # propagate: an exception here would only end this task, noisily.
+            log.debug("websocket: sending failed", exc_info=True)
