@@ -9,20 +9,16 @@ import sys
 
 import pytest
 
-from tests.conftest import ROOT, manage
+from tests.conftest import ROOT, manage, read_env_file
 
-# What k8s/app/ gives the web pods (configmap.yaml + the Secret), minus the real secret.
+# What a web pod in k8s/app/ runs with: settings.env (the ConfigMap), the Secret's keys
+# (invented here) and the variables web.yaml composes.
+DEPLOYED = read_env_file(ROOT / "k8s/app/settings.env")
 PRODUCTION = {
+    **DEPLOYED,
     "DJANGO_SECRET_KEY": "x7#kq!v2@Lr9$wP4^mZ8&nB3*hJ6(tY1)gF5-dS0_aQ+eR=cV[uI]oX{lK}",
-    "DJANGO_DEBUG": "false",
-    "DJANGO_ALLOWED_HOSTS": "infra-chaos.example.com,10.244.1.17",
-    "DJANGO_HTTPS": "true",
-    "DJANGO_SECURE_PROXY_SSL_HEADER": "true",
-    "TRUSTED_PROXY_COUNT": "1",
-    "DATABASE_URL": "postgres://infra_chaos:pw@postgres:5432/infra_chaos",
-    "REDIS_URL": "redis://redis:6379/0",
-    "PROMETHEUS_URL": "http://prometheus.monitoring.svc:9090",
-    "LOG_FORMAT": "json",
+    "DATABASE_URL": "postgres://infra_chaos:0123abcd@postgres:5432/infra_chaos",
+    "DJANGO_ALLOWED_HOSTS": f"{DEPLOYED['APP_HOST']},10.244.1.17",
 }
 
 

@@ -1,0 +1,37 @@
+# The app image: one image for all three processes (web, poller, watcher); the
+# Deployments in k8s/app/ choose the command. Build: docker build -t <registry>/infra-chaos:<tag> .
+#
+# Stage 1 installs the runtime requirements (never the dev ones) into a virtualenv;
+# stage 2 copies only that virtualenv and the app onto a fresh slim base, so pip, its
+# caches and build leftovers are not in the final image.
+FROM python:3.11-slim-bookworm AS build
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+RUN python -m venv /opt/venv
+COPY requirements.txt /tmp/requirements.txt
+# Every runtime dependency ships wheels for this base (psycopg[binary] brings libpq),
+# so no compiler is needed.
+RUN /opt/venv/bin/pip install --only-binary=:all: -r /tmp/requirements.txt
+
+FROM python:3.11-slim-bookworm
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    DJANGO_SETTINGS_MODULE=infra_site.settings
+# A fixed numeric uid/gid, matching runAsUser/runAsGroup in k8s/app/, with no shell and no
+# home: the pods run as this user with a read-only root filesystem.
+RUN groupadd --system --gid 10001 app \
+ && useradd --system --uid 10001 --gid app --no-create-home --home-dir /nonexistent \
+      --shell /usr/sbin/nologin app
+COPY --from=build /opt/venv /opt/venv
+WORKDIR /app
+# Owned by root and not writable by the app user: the code cannot be changed at run time.
+COPY . /app
+# Static files are collected at build time (ServeStatic serves them from the web
+# process). Settings demand a secret key; this one exists only for this command.
+RUN DJANGO_SECRET_KEY=collectstatic-only-not-a-secret python manage.py collectstatic --noinput \
+ && python -m compileall -q /app /opt/venv
+USER 10001:10001
+EXPOSE 8000
+# The web process; the poller and watcher Deployments override the command.
+CMD ["daphne", "-b", "0.0.0.0", "-p", "8000", "infra_site.asgi:application"]
