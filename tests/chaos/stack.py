@@ -1,0 +1,129 @@
+"""Helpers for the chaos tests that run on the real local stack (integration, browser, bench).
+
+They talk to the cluster as admin only to set the scene and to check the outcome; the app
+under test always runs as the chaos ServiceAccount.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+import redis
+import requests
+
+from tests.conftest import ROOT, Devstack
+
+NAMESPACE = "chaos-demo"
+SELECTOR = "app=chaos-demo"
+REPLICAS = 3
+RBAC_MANIFEST = ROOT / "k8s" / "chaos-demo" / "rbac.yaml"
+# Any 32 alphanumerics make a valid CSRF secret: the check is cookie == header
+# (double submit), which a browser page does with the cookie Django set.
+CSRF_TOKEN = "chaostestchaostestchaostestchaos"
+
+
+def flush_test_redis(devstack: Devstack) -> None:
+    """Rate-limit counters, leader locks and remembered frames of the test database only."""
+    redis.Redis.from_url(devstack.redis_url, socket_timeout=3).flushdb()
+
+
+def pods(devstack: Devstack) -> list[dict[str, Any]]:
+    out = devstack.kubectl("-n", NAMESPACE, "get", "pods", "-l", SELECTOR, "-o", "json").stdout
+    items: list[dict[str, Any]] = json.loads(out)["items"]
+    return items
+
+
+def is_serving(pod: dict[str, Any]) -> bool:
+    conditions = pod.get("status", {}).get("conditions") or []
+    ready = any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+    return (
+        ready
+        and pod.get("status", {}).get("phase") == "Running"
+        and not pod["metadata"].get("deletionTimestamp")
+    )
+
+
+def wait_healthy(devstack: Devstack, replicas: int = REPLICAS, timeout: float = 90) -> None:
+    """Until exactly `replicas` pods exist, all Running and Ready, none terminating."""
+    deadline = time.monotonic() + timeout
+    while True:
+        current = pods(devstack)
+        if len(current) == replicas and all(is_serving(p) for p in current):
+            return
+        if time.monotonic() > deadline:
+            states = [(p["metadata"]["name"], p.get("status", {}).get("phase")) for p in current]
+            raise TimeoutError(f"chaos-demo not {replicas}/{replicas} healthy: {states}")
+        time.sleep(0.3)
+
+
+def scale(devstack: Devstack, replicas: int) -> None:
+    devstack.kubectl("-n", NAMESPACE, "scale", "deployment/chaos-demo", f"--replicas={replicas}")
+
+
+def chaos_can_delete(devstack: Devstack) -> bool:
+    result = devstack.kubectl(
+        "auth", "can-i", "delete", "pods", "-n", NAMESPACE, admin=False, check=False
+    )
+    return result.stdout.strip() == "yes"
+
+
+def wait_rbac(devstack: Devstack, *, allowed: bool, timeout: float = 30) -> None:
+    """RBAC changes reach the authorizer through an informer: wait until they apply."""
+    deadline = time.monotonic() + timeout
+    while chaos_can_delete(devstack) != allowed:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"chaos account still {'cannot' if allowed else 'can'} delete")
+        time.sleep(0.3)
+
+
+def restore_rbac(devstack: Devstack) -> None:
+    devstack.kubectl("apply", "-f", str(RBAC_MANIFEST))
+    wait_rbac(devstack, allowed=True)
+
+
+def chaos_session(base_url: str) -> requests.Session:
+    """A visitor with a CSRF cookie and header, as the page's script sends them."""
+    session = requests.Session()
+    session.cookies.set("csrftoken", CSRF_TOKEN, domain="127.0.0.1")
+    session.headers["X-CSRFToken"] = CSRF_TOKEN
+    session.headers["Referer"] = f"{base_url}/infra"
+    return session
+
+
+def press(session: requests.Session, base_url: str, **headers: str) -> requests.Response:
+    return session.post(f"{base_url}/api/infra/chaos", headers=headers, timeout=15)
+
+
+def events(devstack: Devstack) -> list[dict[str, Any]]:
+    """ChaosEvent rows of the session's app database, newest first."""
+    path = Path(devstack.database_url.removeprefix("sqlite:///"))
+    with sqlite3.connect(path) as db:
+        db.row_factory = sqlite3.Row
+        rows = db.execute("SELECT * FROM chaos_chaosevent ORDER BY id DESC").fetchall()
+    return [dict(row) for row in rows]
+
+
+def event(devstack: Devstack, event_id: int) -> dict[str, Any]:
+    return next(e for e in events(devstack) if e["id"] == event_id)
+
+
+def wait_for_room_in_windows(*keys: tuple[str, int], need_s: float = 8.0) -> None:
+    """Sleeps past any rate-limit window edge due within `need_s` seconds.
+
+    django-ratelimit counts in fixed windows whose edges are jittered per key; a test
+    that spends a budget across an edge would see its count reset halfway. `keys` are
+    (rate-limit key value, window length in seconds) pairs, e.g. ("127.0.0.1", 60)."""
+    from django_ratelimit.core import _get_window
+
+    for _ in range(len(keys) + 1):
+        now = time.time()
+        # The window a key is counted in ends at the end of second `_get_window(...)`.
+        edges = [_get_window(value, period) + 1 - now for value, period in keys]
+        soon = [left for left in edges if left < need_s]
+        if not soon:
+            return
+        time.sleep(max(soon) + 0.05)
