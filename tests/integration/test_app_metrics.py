@@ -1,0 +1,52 @@
+"""The app's own metrics reach Prometheus: the devstack scrapes a real web process and a
+real worker, and PromQL answers with what they did."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+from websockets.sync.client import connect
+
+from tests.conftest import Devstack, StartProcess, free_port, manage, wait_http
+from tests.integration.scrape import prometheus_target, wait_promql_value
+
+pytestmark = pytest.mark.integration
+
+
+def test_prometheus_scrapes_the_web_process_and_sees_its_viewers(
+    devstack: Devstack, web_server: Callable[..., str]
+) -> None:
+    url = web_server()
+    port = int(url.rsplit(":", 1)[1])
+    with prometheus_target(port) as run:
+        selector = f'{{job="app-tests", run="{run}"}}'
+        wait_promql_value(devstack, f"up{selector}", 1)
+        viewers = [
+            connect(f"ws://127.0.0.1:{port}/ws/infra/", origin=url, open_timeout=10)
+            for _ in range(3)
+        ]
+        try:
+            # The gauge the consumer keeps, as Prometheus stored it from /metrics.
+            wait_promql_value(devstack, f"infra_open_websockets{selector}", 3)
+        finally:
+            for viewer in viewers:
+                viewer.close()
+        wait_promql_value(devstack, f"infra_open_websockets{selector}", 0)
+
+
+def test_prometheus_scrapes_a_worker_on_its_metrics_port(
+    devstack: Devstack, start_process: StartProcess
+) -> None:
+    port = free_port()
+    start_process(
+        manage("poll_metrics"),
+        devstack.app_env(METRICS_PORT=str(port), POLL_INTERVAL="1"),
+        name="poller",
+    )
+    wait_http(f"http://127.0.0.1:{port}/metrics")
+    with prometheus_target(port) as run:
+        selector = f'{{job="app-tests", run="{run}"}}'
+        # The only poller on the test Redis leads, and Prometheus sees its rounds.
+        wait_promql_value(devstack, f'infra_worker_leading{{worker="poller", run="{run}"}}', 1)
+        wait_promql_value(devstack, f"clamp_max(infra_poll_duration_seconds_count{selector}, 1)", 1)
