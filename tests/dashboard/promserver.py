@@ -94,7 +94,12 @@ def serve() -> Iterator[FakePrometheus]:
         def log_message(self, *args: Any) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    class Server(ThreadingHTTPServer):
+        # A poll round opens a dozen connections at once; the default backlog of 5 would
+        # make some wait for a SYN retry (1 s) and time out.
+        request_queue_size = 64
+
+    server = Server(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
     thread = threading.Thread(
         target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
