@@ -112,11 +112,12 @@ function sparkPoints(series) {
   }
   const t0 = clean[0][0];
   const width = clean.at(-1)[0] - t0 || 1;
+  const span = high - low || 1;
   const usable = SPARK.height - 2 * SPARK.margin;
   return clean
     .map(([t, v]) => {
       const x = ((t - t0) / width) * 100;
-      const y = SPARK.height - SPARK.margin - ((v - low) / (high - low)) * usable;
+      const y = SPARK.height - SPARK.margin - ((v - low) / span) * usable;
       return `${x.toFixed(2)},${y.toFixed(2)}`;
     })
     .join(" ");
@@ -313,8 +314,11 @@ function upsertEvent(list, ev) {
 
 function renderRecovery(recovery) {
   if (!recovery) return;
-  $("#recovery-p50").textContent = fixed(recovery.p50_s);
-  $("#recovery-p95").textContent = fixed(recovery.p95_s);
+  for (const [id, value] of [["#recovery-p50", recovery.p50_s], ["#recovery-p95", recovery.p95_s]]) {
+    const el = $(id);
+    el.textContent = fixed(value);
+    el.parentElement.toggleAttribute("data-empty", num(value) === null);
+  }
   $("#recovery-count").textContent = fixed(recovery.count, 0);
 }
 

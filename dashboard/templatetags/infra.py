@@ -179,11 +179,13 @@ def spark_points(points: Sequence[Any]) -> str:
     if high - low < SPARK_MIN_SPAN:
         middle = (high + low) / 2
         low, high = middle - SPARK_MIN_SPAN / 2, middle + SPARK_MIN_SPAN / 2
+    # `or 1.0`: at magnitudes where floats cannot tell the ends apart, draw a flat line.
     width = (t1 - t0) or 1.0
+    span = (high - low) or 1.0
     usable = SPARK_HEIGHT - 2 * SPARK_MARGIN
     return " ".join(
         f"{(t - t0) / width * 100:.2f},"
-        f"{SPARK_HEIGHT - SPARK_MARGIN - (v - low) / (high - low) * usable:.2f}"
+        f"{SPARK_HEIGHT - SPARK_MARGIN - (v - low) / span * usable:.2f}"
         for t, v in clean
     )
 

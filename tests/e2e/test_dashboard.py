@@ -25,10 +25,23 @@ DESKTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}
 # Scrapes every 5 s, a poll every 2 s and a rate window: a minute is generous.
 CLUSTER_CHANGE_TIMEOUT_MS = 60_000
+# A Redis database of these tests' own, emptied before each: the web, poller and watcher
+# they start must not stand by behind (or read frames from) workers that other test runs
+# left on the shared test database, and each test starts with fresh rate-limit budgets.
+E2E_REDIS_DB = 13
+
+
+@pytest.fixture
+def app_env(devstack: Devstack) -> dict[str, str]:
+    import redis
+
+    url = f"{devstack.redis_url.rsplit('/', 1)[0]}/{E2E_REDIS_DB}"
+    redis.Redis.from_url(url).flushdb()
+    return devstack.app_env(REDIS_URL=url, POLL_INTERVAL=POLL_INTERVAL_S)
 
 
 def start_web(
-    devstack: Devstack, start_process: StartProcess, port: int, **env: str
+    app_env: dict[str, str], start_process: StartProcess, port: int, **env: str
 ) -> subprocess.Popen[bytes]:
     """A daphne on a given port (the `web_server` fixture picks its own, and a restart must
     come back on the same one)."""
@@ -43,7 +56,7 @@ def start_web(
             str(port),
             "infra_site.asgi:application",
         ],
-        devstack.app_env(POLL_INTERVAL=POLL_INTERVAL_S, **env),
+        {**app_env, **env},
         name=f"web-{port}",
     )
     wait_http(f"http://127.0.0.1:{port}/healthz")
@@ -51,10 +64,9 @@ def start_web(
 
 
 @pytest.fixture
-def workers(devstack: Devstack, start_process: StartProcess) -> None:
-    env = devstack.app_env(POLL_INTERVAL=POLL_INTERVAL_S)
-    start_process(manage("poll_metrics"), env, name="poller")
-    start_process(manage("watch_pods"), env, name="watcher")
+def workers(app_env: dict[str, str], start_process: StartProcess) -> None:
+    start_process(manage("poll_metrics"), app_env, name="poller")
+    start_process(manage("watch_pods"), app_env, name="watcher")
 
 
 @pytest.fixture
@@ -120,13 +132,14 @@ def scale(devstack: Devstack, replicas: int) -> None:
 
 def test_page_shows_real_numbers_and_follows_the_cluster_live(
     devstack: Devstack,
+    app_env: dict[str, str],
     start_process: StartProcess,
     workers: None,
     open_page: Callable[..., Any],
     artifacts: Path,
 ) -> None:
     url = f"http://127.0.0.1:{free_port()}"
-    start_web(devstack, start_process, int(url.rsplit(":", 1)[1]))
+    start_web(app_env, start_process, int(url.rsplit(":", 1)[1]))
     page = open_page(url)
     wait_for_live(page)
     # Marks this document: if the page reloaded, the mark would be gone.
@@ -172,14 +185,14 @@ def test_page_shows_real_numbers_and_follows_the_cluster_live(
 
 
 def test_badge_reconnects_when_the_server_comes_back(
-    devstack: Devstack,
+    app_env: dict[str, str],
     start_process: StartProcess,
     workers: None,
     open_page: Callable[..., Any],
     artifacts: Path,
 ) -> None:
     port = free_port()
-    web = start_web(devstack, start_process, port)
+    web = start_web(app_env, start_process, port)
     page = open_page(f"http://127.0.0.1:{port}")
     wait_for_live(page)
 
@@ -192,7 +205,7 @@ def test_badge_reconnects_when_the_server_comes_back(
     assert page.text_content("#metric-cpu .value") != "—"
 
     started = time.monotonic()
-    start_web(devstack, start_process, port)
+    start_web(app_env, start_process, port)
     # Backoff is capped at 30 s; after a short outage the next try is due within seconds.
     wait_for_live(page, timeout_ms=40_000)
     assert time.monotonic() - started < 40
@@ -216,7 +229,7 @@ def visitor() -> dict[str, str]:
 
 
 def test_a_kill_is_seen_by_every_viewer_and_the_feed_shows_the_recovery(
-    devstack: Devstack,
+    app_env: dict[str, str],
     start_process: StartProcess,
     workers: None,
     open_page: Callable[..., Any],
@@ -224,7 +237,7 @@ def test_a_kill_is_seen_by_every_viewer_and_the_feed_shows_the_recovery(
 ) -> None:
     """Issue 4's browser test: two viewers, one presses the button."""
     port = free_port()
-    start_web(devstack, start_process, port, TRUSTED_PROXY_COUNT="1", CHAOS_RATE_PER_IP="1/m")
+    start_web(app_env, start_process, port, TRUSTED_PROXY_COUNT="1", CHAOS_RATE_PER_IP="1/m")
     url = f"http://127.0.0.1:{port}"
     clicker = open_page(url, DESKTOP, visitor())
     onlooker = open_page(url, PHONE, visitor())
