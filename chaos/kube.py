@@ -119,8 +119,13 @@ def _build() -> client.CoreV1Api:
     if os.environ.get("KUBERNETES_SERVICE_HOST"):
         _load_incluster_config(client_configuration=configuration)
     else:
+        # KUBECONFIG read now, not when the kubernetes package was imported (its default);
         # persist_config=False: never write refreshed credentials back into the file.
-        _load_kube_config(client_configuration=configuration, persist_config=False)
+        _load_kube_config(
+            config_file=os.environ.get("KUBECONFIG") or None,
+            client_configuration=configuration,
+            persist_config=False,
+        )
     # No automatic retries: a DELETE retried after a read timeout would report the
     # first attempt's success as an error, and a visitor is better served by a quick 503.
     configuration.retries = 0

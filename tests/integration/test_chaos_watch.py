@@ -1,0 +1,174 @@
+"""The whole loop on the real stack: a press, the watch, the viewers, the recovery time."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from websockets.sync.client import ClientConnection, connect
+
+from chaos import kube
+from chaos.management.commands import watch_pods
+from tests.chaos.stack import (
+    chaos_session,
+    event,
+    flush_test_redis,
+    pods,
+    press,
+    wait_healthy,
+)
+from tests.conftest import Devstack, StartProcess, manage
+
+pytestmark = pytest.mark.integration
+
+WebServer = Callable[..., str]
+
+
+@pytest.fixture(autouse=True)
+def healthy_cluster(devstack: Devstack) -> Iterator[None]:
+    flush_test_redis(devstack)
+    wait_healthy(devstack)
+    yield
+    wait_healthy(devstack)
+
+
+def frames_until(
+    ws: ClientConnection, done: Callable[[dict[str, Any]], bool], *, timeout: float
+) -> list[dict[str, Any]]:
+    """Reads frames until `done(frame)`; returns all read, the matching one last."""
+    seen: list[dict[str, Any]] = []
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            kinds = [(f["type"], f["data"]) for f in seen[-5:]]
+            raise TimeoutError(f"no matching frame within {timeout} s; last: {kinds}")
+        try:
+            frame = json.loads(ws.recv(timeout=left))
+        except TimeoutError:
+            continue
+        seen.append(frame)
+        if done(frame):
+            return seen
+
+
+def statuses(frame: dict[str, Any]) -> dict[str, tuple[str, bool]]:
+    if frame["type"] != "pods":
+        return {}
+    return {p["name"]: (p["status"], p["ready"]) for p in frame["data"]["pods"]}
+
+
+def test_a_kill_is_seen_by_viewers_and_its_recovery_is_timed(
+    devstack: Devstack, web_server: WebServer, start_process: StartProcess
+) -> None:
+    url = web_server()
+    start_process(manage("watch_pods"), devstack.app_env(), name="watcher")
+    before = {p["metadata"]["name"]: p["metadata"]["uid"] for p in pods(devstack)}
+    ws_url = url.replace("http://", "ws://") + "/ws/infra/"
+    with connect(ws_url, origin=url, open_timeout=10) as ws:
+        # The watcher's first list reaches the viewer (now, or on connect if it was first).
+        frames_until(
+            ws,
+            lambda f: f["type"] == "pods" and sorted(statuses(f)) == sorted(before),
+            timeout=30,
+        )
+        response = press(chaos_session(url), url)
+        assert response.status_code == 200, response.text
+        victim, event_id = response.json()["pod"], response.json()["event_id"]
+
+        # Exactly one pod is going: the victim, and only it.
+        terminating = [
+            p["metadata"]["name"] for p in pods(devstack) if p["metadata"].get("deletionTimestamp")
+        ]
+        assert terminating == [victim]
+
+        seen = frames_until(
+            ws, lambda f: statuses(f).get(victim, ("", 0))[0] == "Terminating", timeout=10
+        )
+        seen += frames_until(
+            ws,
+            lambda f: any(
+                name not in before and state == ("Running", True)
+                for name, state in statuses(f).items()
+            ),
+            timeout=30,
+        )
+        healed = frames_until(
+            ws,
+            lambda f: (
+                f["type"] == "chaos"
+                and f["data"]["id"] == event_id
+                and f["data"]["recovery_s"] is not None
+            ),
+            timeout=30,
+        )[-1]["data"]
+        # The kill itself was announced (by the web process) before it healed.
+        announced = [f for f in seen if f["type"] == "chaos" and f["data"]["id"] == event_id]
+        assert announced
+        assert announced[0]["data"]["recovery_s"] is None
+
+    assert healed["pod"] == victim
+    assert healed["outcome"] == "deleted"
+    assert 0 < healed["recovery_s"] < 30
+    assert healed["recovery"]["count"] >= 1
+    row = event(devstack, event_id)
+    assert row["recovery_s"] == pytest.approx(healed["recovery_s"], abs=0.01)
+    assert row["replacement_name"]
+    assert row["replacement_name"] not in before
+    for column in ("deleted_at", "replacement_created_at", "scheduled_at", "ready_at"):
+        assert row[column], column
+    wait_healthy(devstack)
+    assert before[victim] not in {p["metadata"]["uid"] for p in pods(devstack)}
+
+
+@pytest.mark.django_db
+def test_a_watch_answered_410_relists_and_keeps_watching(
+    devstack: Devstack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In-process watcher on the real apiserver, as the chaos account.
+
+    The local apiserver serves even resourceVersion "1" from its watch cache (its history
+    is short), so the 410 is injected at the seam for one call; everything after it (the
+    re-list, the next watch, the kill it reports) is the real apiserver."""
+    monkeypatch.setenv("KUBECONFIG", devstack.chaos_kubeconfig)
+    monkeypatch.setattr(kube, "_cached", None)
+    published: list[tuple[str, Any]] = []
+    monkeypatch.setattr(watch_pods, "publish", lambda kind, data: published.append((kind, data)))
+    real_watch = kube.watch_pods
+    answered_gone: list[str] = []
+
+    def watch_once_gone(api: Any, **kwargs: Any) -> Iterator[kube.PodEvent]:
+        if not answered_gone:
+            answered_gone.append(kwargs["resource_version"])
+            raise kube.KubeError("gone", status=410)
+        return real_watch(api, **kwargs)
+
+    monkeypatch.setattr(kube, "watch_pods", watch_once_gone)
+    command = watch_pods.Command()
+    command.step()  # list
+    first_version = command.resource_version
+    command.step()  # 410
+    assert answered_gone == [first_version]
+    assert command.resource_version is None
+    command.step()  # re-list
+    assert command.resource_version
+    assert len(published) == 2
+
+    victim = pods(devstack)[0]["metadata"]["name"]
+    devstack.kubectl("-n", "chaos-demo", "delete", "pod", victim, "--wait=false")
+
+    def reported() -> bool:
+        return any(
+            {p["name"]: p["status"] for p in data["pods"]}.get(victim) == "Terminating"
+            and data["desired"] == 3
+            for _, data in published
+        )
+
+    deadline = time.monotonic() + 30
+    while not reported():
+        assert time.monotonic() < deadline, f"watch did not report the kill: {published[-3:]}"
+        command.step()
+    assert command.failures == 0
