@@ -11,6 +11,7 @@ from django.conf import settings
 from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
+from django.urls import reverse
 from django.views.decorators.csrf import ensure_csrf_cookie
 from django.views.decorators.http import require_GET
 from redis import RedisError
@@ -49,7 +50,11 @@ def page(request: HttpRequest) -> HttpResponse:
         **snapshot,
         "chaos_enabled": bool(chaos["enabled"] if chaos else settings.CHAOS_ENABLED),
         # Everything the script starts from, as inert JSON (allowed by a strict CSP).
-        "initial_state": {**snapshot, "poll_interval_s": settings.POLL_INTERVAL},
+        "initial_state": {
+            **snapshot,
+            "poll_interval_s": settings.POLL_INTERVAL,
+            "snapshot_url": reverse("snapshot"),
+        },
     }
     return render(request, "infra.html", context)
 

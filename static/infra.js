@@ -3,6 +3,7 @@
 // new rows comes from the page's <template> elements, so it has one source.
 // Formatting mirrors dashboard/templatetags/infra.py; keep the two in step.
 
+// dashboard/routing.py; websocket routes cannot be reversed from a template.
 const WS_PATH = "/ws/infra/";
 const BACKOFF_BASE_MS = 500;
 const BACKOFF_CAP_MS = 30_000;
@@ -17,7 +18,7 @@ const initial = JSON.parse($("#initial-state").textContent);
 const pollMs = (initial.poll_interval_s || 5) * 1000;
 const reducedMotion = matchMedia("(prefers-reduced-motion: reduce)");
 
-// ---- formatting ------------------------------------------------------------------
+// -- formatting
 
 const num = (v) => (typeof v === "number" && Number.isFinite(v) ? v : null);
 const fixed = (v, digits = 1) => (num(v) === null ? "—" : v.toFixed(digits));
@@ -60,7 +61,7 @@ function setTime(el, value) {
   el.textContent = d ? clock(d) : "—";
 }
 
-// ---- numbers that glide to their new value -----------------------------------------
+// -- numbers that glide to their new value
 
 const glides = new WeakMap();
 
@@ -89,7 +90,7 @@ function glide(el, to, digits) {
   requestAnimationFrame(step);
 }
 
-// ---- metrics -----------------------------------------------------------------------
+// -- metrics
 
 function card(id, value, digits, lvl) {
   const el = document.getElementById(id);
@@ -97,48 +98,43 @@ function card(id, value, digits, lvl) {
   glide($(".value", el), value, digits);
 }
 
+// [[ts, value], ...] -> "x,y" pairs in the sparkline's 0 0 100 40 viewBox.
 function sparkPoints(series) {
-  const clean = (Array.isArray(series) ? series : [])
+  const clean = series
     .filter((p) => Array.isArray(p) && num(p[0]) !== null && num(p[1]) !== null)
     .sort((a, b) => a[0] - b[0]);
-  if (clean.length < 2) return "";
+  if (clean.length < 2) return [];
   const values = clean.map((p) => p[1]);
   let low = Math.min(...values);
   let high = Math.max(...values);
   if (high - low < SPARK.minSpan) {
     const middle = (high + low) / 2;
-    low = middle - SPARK.minSpan / 2;
-    high = middle + SPARK.minSpan / 2;
+    [low, high] = [middle - SPARK.minSpan / 2, middle + SPARK.minSpan / 2];
   }
   const t0 = clean[0][0];
   const width = clean.at(-1)[0] - t0 || 1;
   const span = high - low || 1;
   const usable = SPARK.height - 2 * SPARK.margin;
-  return clean
-    .map(([t, v]) => {
-      const x = ((t - t0) / width) * 100;
-      const y = SPARK.height - SPARK.margin - ((v - low) / span) * usable;
-      return `${x.toFixed(2)},${y.toFixed(2)}`;
-    })
-    .join(" ");
+  return clean.map(([t, v]) => [
+    (((t - t0) / width) * 100).toFixed(2),
+    (SPARK.height - SPARK.margin - ((v - low) / span) * usable).toFixed(2),
+  ]);
 }
 
 function spark(id, history, ts, current) {
   // History is refreshed about once a minute; appending the live value keeps the line's
   // tip moving with the big number beside it.
   const series = Array.isArray(history) ? [...history] : [];
-  const t = toDate(ts);
-  const last = series.at(-1);
-  if (t && num(current) !== null && (!last || t.getTime() / 1000 > last[0])) {
-    series.push([t.getTime() / 1000, current]);
-  }
-  const line = sparkPoints(series);
+  const t = toDate(ts)?.getTime() / 1000;
+  if (t && num(current) !== null && !(series.at(-1)?.[0] >= t)) series.push([t, current]);
+  const points = sparkPoints(series);
+  const line = points.map((p) => p.join(",")).join(" ");
   const svg = document.getElementById(id);
   $(".spark-line", svg).setAttribute("points", line);
-  const xs = line ? [line.split(" ")[0].split(",")[0], line.split(" ").at(-1).split(",")[0]] : [];
+  const bottom = (p) => `${p[0]},${SPARK.height}`;
   $(".spark-area", svg).setAttribute(
     "points",
-    line ? `${xs[0]},${SPARK.height} ${line} ${xs[1]},${SPARK.height}` : "",
+    points.length ? `${bottom(points[0])} ${line} ${bottom(points.at(-1))}` : "",
   );
 }
 
@@ -151,44 +147,38 @@ function field(el, name) {
 }
 
 // Reconciles a list in place by key, touching only what changed, so running CSS
-// animations (a pulsing dot) are not restarted by every frame.
-function reconcile(list, items, keyAttr, key, create, update) {
-  const existing = new Map([...list.children].map((el) => [el.getAttribute(keyAttr), el]));
+// animations (a pulsing dot) are not restarted by every frame. New rows come from the
+// page's <template id="{kind}-template">, keyed by their data-{kind} attribute.
+function reconcile(list, kind, items, update) {
+  const existing = new Map([...list.children].map((el) => [el.dataset[kind], el]));
   items.forEach((item, index) => {
-    let el = existing.get(key(item));
-    if (el) existing.delete(key(item));
-    else el = create(item);
+    const key = String(item.name);
+    let el = existing.get(key);
+    existing.delete(key);
+    if (!el) {
+      el = fromTemplate(`${kind}-template`);
+      el.dataset[kind] = key;
+    }
     update(el, item);
     if (list.children[index] !== el) list.insertBefore(el, list.children[index] || null);
   });
-  for (const stale of existing.values()) stale.remove();
+  for (const gone of existing.values()) gone.remove();
 }
 
 function renderNodes(nodes) {
-  reconcile(
-    $("#nodes"),
-    Array.isArray(nodes) ? nodes : [],
-    "data-node",
-    (n) => String(n.name),
-    (n) => {
-      const el = fromTemplate("node-template");
-      el.dataset.node = String(n.name);
-      return el;
-    },
-    (el, n) => {
-      const percent = ratio(n.memory_used_bytes, n.memory_total_bytes);
-      el.dataset.ready = String(n.ready === true);
-      field(el, "name").textContent = String(n.name);
-      field(el, "state").textContent = n.ready ? "ready" : "not ready";
-      const known = num(n.memory_used_bytes) !== null && num(n.memory_total_bytes) !== null;
-      field(el, "memory").textContent = known
-        ? `${gib(n.memory_used_bytes)} / ${gib(n.memory_total_bytes)} GiB`
-        : "no data";
-      const fill = $(".bar-fill", el);
-      fill.setAttribute("width", percent.toFixed(2));
-      fill.dataset.level = known ? level(percent) : "unknown";
-    },
-  );
+  reconcile($("#nodes"), "node", Array.isArray(nodes) ? nodes : [], (el, n) => {
+    const percent = ratio(n.memory_used_bytes, n.memory_total_bytes);
+    el.dataset.ready = String(n.ready === true);
+    field(el, "name").textContent = String(n.name);
+    field(el, "state").textContent = n.ready ? "ready" : "not ready";
+    const known = num(n.memory_used_bytes) !== null && num(n.memory_total_bytes) !== null;
+    field(el, "memory").textContent = known
+      ? `${gib(n.memory_used_bytes)} / ${gib(n.memory_total_bytes)} GiB`
+      : "no data";
+    const fill = $(".bar-fill", el);
+    fill.setAttribute("width", percent.toFixed(2));
+    fill.dataset.level = known ? level(percent) : "unknown";
+  });
 }
 
 // One cell per pod, as dashboard/templatetags/infra.py's pod_cells draws them.
@@ -209,8 +199,9 @@ let metrics = initial.metrics;
 let metricsHeardAt = metrics ? Date.now() : 0;
 
 function renderMetrics(m) {
+  // A replay of the frame we already have (on reconnect) is not news from the poller.
+  if (!metrics || m?.ts !== metrics.ts) metricsHeardAt = Date.now();
   metrics = m;
-  metricsHeardAt = Date.now();
   $("#waiting").hidden = Boolean(m);
   if (!m) return;
   card("metric-pods", m.pods?.running, 0, podsLevel(m.pods));
@@ -227,7 +218,7 @@ function renderMetrics(m) {
   renderBadge();
 }
 
-// ---- pods --------------------------------------------------------------------------
+// -- pods
 
 function renderPods(list) {
   if (!list) return;
@@ -235,33 +226,22 @@ function renderPods(list) {
   $("#pods-ready").textContent = fixed(list.ready, 0);
   $("#pods-desired").textContent = fixed(list.desired, 0);
   $("#pods-empty").hidden = pods.length > 0;
-  reconcile(
-    $("#pods"),
-    pods,
-    "data-pod",
-    (p) => String(p.name),
-    (p) => {
-      const el = fromTemplate("pod-template");
-      el.dataset.pod = String(p.name);
-      return el;
-    },
-    (el, p) => {
-      el.dataset.status = String(p.status);
-      el.dataset.ready = String(p.ready === true);
-      // The random tail is what tells replicas apart, so it is the part that stands out.
-      const name = String(p.name);
-      const cut = name.lastIndexOf("-") + 1;
-      field(el, "name").title = name;
-      field(el, "prefix").textContent = name.slice(0, cut);
-      field(el, "suffix").textContent = name.slice(cut);
-      field(el, "status").textContent = String(p.status);
-      field(el, "node").textContent = p.node
-        ? String(p.node)
-        : p.status === "Pending"
-          ? "unscheduled"
-          : "";
-    },
-  );
+  reconcile($("#pods"), "pod", pods, (el, p) => {
+    el.dataset.status = String(p.status);
+    el.dataset.ready = String(p.ready === true);
+    // The random tail is what tells replicas apart, so it is the part that stands out.
+    const name = String(p.name);
+    const cut = name.lastIndexOf("-") + 1;
+    field(el, "name").title = name;
+    field(el, "prefix").textContent = name.slice(0, cut);
+    field(el, "suffix").textContent = name.slice(cut);
+    field(el, "status").textContent = String(p.status);
+    field(el, "node").textContent = p.node
+      ? String(p.node)
+      : p.status === "Pending"
+        ? "unscheduled"
+        : "";
+  });
   // The narrated events feed is optional (it needs RBAC on events); its panel shows up
   // only once the watcher sends one.
   $(".k8s-panel").hidden = !Array.isArray(list.events);
@@ -285,18 +265,20 @@ function renderK8sEvents(events) {
   if (list.textContent !== items.map((li) => li.textContent).join("")) list.replaceChildren(...items);
 }
 
-// ---- chaos events, recovery timing, history ------------------------------------------
+// -- chaos events, recovery timing, history
 
 const mine = new Set();
+
+function markMine(el) {
+  el.dataset.mine = "true";
+  field(el, "who").textContent = "You";
+}
 
 function fillEvent(el, ev) {
   el.dataset.eventId = String(ev.id);
   const healed = num(ev.recovery_s) !== null;
   el.dataset.healed = String(healed);
-  if (mine.has(String(ev.id))) {
-    el.dataset.mine = "true";
-    field(el, "who").textContent = "You";
-  }
+  if (mine.has(String(ev.id))) markMine(el);
   setTime(field(el, "at"), ev.at);
   field(el, "pod").textContent = String(ev.pod ?? "");
   field(el, "recovery").textContent = healed ? `healed in ${ev.recovery_s.toFixed(1)} s` : "healing…";
@@ -338,7 +320,7 @@ function renderSummary(chaos) {
   setEnabled(chaos.enabled !== false);
 }
 
-// ---- the connection badge and the websocket ------------------------------------------
+// -- the connection badge and the websocket
 
 const badge = $("#connection");
 let socket = null;
@@ -379,7 +361,7 @@ function onFrame(event) {
 async function resync() {
   // Chaos events that happened while we were away are not replayed by the socket.
   try {
-    const response = await fetch("/api/infra/snapshot", { headers: { Accept: "application/json" } });
+    const response = await fetch(initial.snapshot_url, { headers: { Accept: "application/json" } });
     if (response.ok) renderSummary((await response.json()).chaos);
   } catch {
     // The socket is up again; the next chaos frame will refresh the summary anyway.
@@ -428,7 +410,7 @@ document.addEventListener("visibilitychange", () => {
 });
 setInterval(renderBadge, 1000);
 
-// ---- the chaos button ----------------------------------------------------------------
+// -- the chaos button
 
 const form = $("#chaos-form");
 const button = $("#chaos-button");
@@ -453,6 +435,7 @@ function setEnabled(on) {
 }
 
 function idle() {
+  clearTimeout(cooldownTimer);
   button.removeAttribute("aria-busy");
   const wait = Math.ceil((cooldownUntil - Date.now()) / 1000);
   button.disabled = !enabled || wait > 0;
@@ -462,7 +445,6 @@ function idle() {
 }
 
 function coolDown(seconds) {
-  clearTimeout(cooldownTimer);
   cooldownUntil = Date.now() + Math.max(1, seconds) * 1000;
 }
 
@@ -491,11 +473,9 @@ async function unleash(event) {
     const body = await response.json().catch(() => ({}));
     if (response.ok && body.ok) {
       // The chaos frame may have beaten this response here; relabel what it drew.
-      mine.add(String(body.event_id));
-      for (const el of document.querySelectorAll(`[data-event-id="${CSS.escape(String(body.event_id))}"]`)) {
-        el.dataset.mine = "true";
-        field(el, "who").textContent = "You";
-      }
+      const id = String(body.event_id);
+      mine.add(id);
+      for (const el of document.querySelectorAll(`[data-event-id="${CSS.escape(id)}"]`)) markMine(el);
       say(`You killed ${body.pod}. Now watch Kubernetes bring it back…`, "ok");
     } else if (response.status === 429) {
       const seconds = num(body.retry_after) ?? Number.parseInt(response.headers.get("Retry-After"), 10);
@@ -507,8 +487,7 @@ async function unleash(event) {
     } else if (response.status === 403) {
       say("Your session expired. Reload the page and try again.", "error");
     } else {
-      const [text, tone] = FAILURES[body.error] ?? [`Something went wrong (HTTP ${response.status}). Try again.`, "error"];
-      say(text, tone);
+      say(...(FAILURES[body.error] ?? [`Something went wrong (HTTP ${response.status}).`, "error"]));
     }
   } catch {
     say("The request did not get through — check your connection and try again.", "error");
@@ -520,7 +499,7 @@ async function unleash(event) {
 
 form.addEventListener("submit", unleash);
 
-// ---- start ---------------------------------------------------------------------------
+// -- start
 
 for (const time of document.querySelectorAll("time[datetime]")) {
   if (time.dateTime) setTime(time, time.dateTime);
