@@ -33,5 +33,6 @@ RUN DJANGO_SECRET_KEY=collectstatic-only-not-a-secret python manage.py collectst
  && python -m compileall -q /app /opt/venv
 USER 10001:10001
 EXPOSE 8000
-# The web process; the poller and watcher Deployments override the command.
-CMD ["daphne", "-b", "0.0.0.0", "-p", "8000", "infra_site.asgi:application"]
+# The web process; the poller and watcher Deployments override the command. -v 0 turns
+# off daphne's access log, which would write every visitor's IP address.
+CMD ["daphne", "-v", "0", "-b", "0.0.0.0", "-p", "8000", "infra_site.asgi:application"]
