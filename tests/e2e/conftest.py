@@ -41,7 +41,11 @@ def browser() -> Iterator[object]:
 
     # Playwright's sync API refuses to run inside a running asyncio loop; pytest-asyncio
     # does not start one for sync tests, so this is safe.
-    with sync_playwright() as pw:
+    # While it runs, though, Playwright keeps its own loop on this thread, and Django then
+    # refuses every ORM call of the rest of the session (test database set-up and
+    # teardown included) as if made from async code; those calls are plain sync code.
+    with pytest.MonkeyPatch.context() as patch, sync_playwright() as pw:
+        patch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
         chromium = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         yield chromium
         chromium.close()
