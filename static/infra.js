@@ -309,6 +309,9 @@ function onChaos(ev) {
   upsertEvent($("#chaos-feed"), ev);
   upsertEvent($("#chaos-history"), ev);
   renderRecovery(ev.recovery);
+  if (mine.has(String(ev.id)) && num(ev.recovery_s) !== null) {
+    say(`Kubernetes replaced ${ev.pod} in ${ev.recovery_s.toFixed(1)} s. Self-healing works.`, "ok");
+  }
 }
 
 function renderSummary(chaos) {
