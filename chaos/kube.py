@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import urllib3
 from kubernetes import client, config
@@ -31,16 +31,15 @@ TIMEOUT = (3.0, 5.0)
 # A watch may be silent for its whole server-side timeout; allow that plus slack before a
 # read timeout declares the stream stalled.
 WATCH_READ_SLACK_S = 2.0
-# Rebuild the client this often so a rotated token file (in-cluster, or a kubeconfig
-# `tokenFile`) is picked up; the kubeconfig loader reads `tokenFile` only once.
-CLIENT_MAX_AGE_S = 60.0
+# How often a kubeconfig's credentials (its `tokenFile`) are read again.
+TOKEN_REREAD_S = 60.0
 
 # The kubernetes package is untyped; these give its entry points the types we rely on.
 _load_incluster_config: Callable[..., None] = config.load_incluster_config
 _load_kube_config: Callable[..., None] = config.load_kube_config
 
 _lock = threading.Lock()
-_cached: tuple[float, client.CoreV1Api] | None = None
+_cached: client.CoreV1Api | None = None
 
 
 class KubeError(Exception):
@@ -114,9 +113,9 @@ def _translated() -> Iterator[None]:
         raise KubeError("unreachable") from None
 
 
-def _build() -> client.CoreV1Api:
-    configuration = client.Configuration()
+def _load(configuration: client.Configuration) -> None:
     if os.environ.get("KUBERNETES_SERVICE_HOST"):
+        # The in-cluster loader re-reads the projected token file by itself (every minute).
         _load_incluster_config(client_configuration=configuration)
     else:
         # KUBECONFIG read now, not when the kubernetes package was imported (its default);
@@ -126,6 +125,38 @@ def _build() -> client.CoreV1Api:
             client_configuration=configuration,
             persist_config=False,
         )
+
+
+def _reread_token_periodically(configuration: client.Configuration) -> None:
+    """A kubeconfig `tokenFile` is read once by the loader; a rotated token would then
+    fail every call from the next rotation on. Re-load the credentials every
+    TOKEN_REREAD_S, keeping the client and its warm connections (a rebuilt client pays a
+    new TLS handshake on a visitor's press)."""
+    # Replaces the loader's own hook, which would re-install itself on every call; a
+    # fresh load also covers what that hook did (expiring exec / OIDC credentials).
+    state = {"at": time.monotonic()}
+
+    def refresh(conf: client.Configuration) -> None:
+        if time.monotonic() - state["at"] < TOKEN_REREAD_S:
+            return
+        state["at"] = time.monotonic()
+        fresh = client.Configuration()
+        try:
+            _load(fresh)
+        except (ConfigException, OSError, ValueError):
+            return  # keep the credentials we have; the next call tries again later
+        conf.api_key = fresh.api_key
+        conf.api_key_prefix = fresh.api_key_prefix
+
+    # Typed as None in the client's annotations, but it is a documented hook.
+    cast(Any, configuration).refresh_api_key_hook = refresh
+
+
+def _build() -> client.CoreV1Api:
+    configuration = client.Configuration()
+    _load(configuration)
+    if not os.environ.get("KUBERNETES_SERVICE_HOST"):
+        _reread_token_periodically(configuration)
     # No automatic retries: a DELETE retried after a read timeout would report the
     # first attempt's success as an error, and a visitor is better served by a quick 503.
     configuration.retries = 0
@@ -133,16 +164,15 @@ def _build() -> client.CoreV1Api:
 
 
 def core_api() -> client.CoreV1Api:
-    """The process's CoreV1Api, rebuilt every CLIENT_MAX_AGE_S seconds.
+    """The process's CoreV1Api, built on first use.
 
     Raises KubeError("bad_config") when there is no usable configuration."""
     global _cached
     with _lock:
-        now = time.monotonic()
-        if _cached is None or now - _cached[0] > CLIENT_MAX_AGE_S:
+        if _cached is None:
             with _translated():
-                _cached = (now, _build())
-        return _cached[1]
+                _cached = _build()
+        return _cached
 
 
 def _read(response: Any) -> bytes:

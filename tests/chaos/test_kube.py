@@ -221,3 +221,42 @@ def test_a_stalled_watch_is_a_timeout() -> None:
     with pytest.raises(kube.KubeError) as raised:
         next(stream)
     assert raised.value.reason == "timeout"
+
+
+def test_a_rotated_token_file_is_picked_up_without_a_new_client(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text("first-token")
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "c", "cluster": {"server": "http://127.0.0.1:1"}}],
+                "users": [{"name": "u", "user": {"tokenFile": str(token_file)}}],
+                "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
+                "current-context": "x",
+            }
+        )
+    )
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    monkeypatch.setattr(kube, "_cached", None)
+    api = kube.core_api()
+    configuration = api.api_client.configuration
+    assert configuration.get_api_key_with_prefix("BearerToken") == "Bearer first-token"
+    token_file.write_text("second-token")
+    assert configuration.get_api_key_with_prefix("BearerToken") == "Bearer first-token"
+    monkeypatch.setattr(kube, "TOKEN_REREAD_S", 0.0)
+    assert configuration.get_api_key_with_prefix("BearerToken") == "Bearer second-token"
+    assert kube.core_api() is api
+
+
+def test_no_configuration_is_a_bad_config(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing"))
+    monkeypatch.setattr(kube, "_cached", None)
+    with pytest.raises(kube.KubeError, match="bad_config"):
+        kube.core_api()
