@@ -100,8 +100,10 @@ class JsonFormatter(logging.Formatter):
             record.exc_text = self.formatException(record.exc_info)
         if record.exc_text:
             entry["exc"] = record.exc_text
-        # default=str: an odd `extra` value must not cost the log line.
-        return json.dumps(entry, default=str, ensure_ascii=False)
+        # default=str: an odd `extra` value must not cost the log line. Redacting the
+        # whole line also covers extras that are not strings (a tuple holding an address);
+        # the masks contain no quote, so the line stays valid JSON.
+        return redact(json.dumps(entry, default=str, ensure_ascii=False))
 
 
 class TextFormatter(logging.Formatter):

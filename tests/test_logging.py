@@ -67,6 +67,14 @@ def test_json_lines_are_one_object_per_event_with_extras_and_no_ip() -> None:
     assert "198.51.100.4" not in line
 
 
+def test_json_masks_addresses_inside_non_string_extras() -> None:
+    rec = record("websocket", peer=("203.0.113.9", 51234), hops=["10.0.0.1", 2])
+    RedactFilter().filter(rec)
+    entry = json.loads(JsonFormatter().format(rec))
+    assert entry["peer"] == [MASKED_IP, 51234]
+    assert entry["hops"] == [MASKED_IP, 2]
+
+
 def test_text_lines_stay_one_line_even_with_a_traceback() -> None:
     rec = record("boom", exc=True)
     RedactFilter().filter(rec)
