@@ -19,11 +19,12 @@ from infra_site.metrics import OPEN_WEBSOCKETS
 
 log = logging.getLogger(__name__)
 
-# RFC 6455 close codes: 1003 "cannot accept this type of data", 1009 "message too big".
-CLOSE_BINARY = 1003
-CLOSE_TOO_BIG = 1009
-# Application code (4000-4999), mirroring HTTP 408: this viewer fell too far behind.
-CLOSE_TOO_SLOW = 4408
+# Application close codes (4000-4999) mirroring HTTP statuses. Not RFC 6455's 1003/1009:
+# daphne's websocket library (autobahn) lets a server close only with 1000 or 3000-4999,
+# and raises on anything else, which the client would see as 1011 "internal error".
+CLOSE_BINARY = 4415  # unsupported media type: this protocol is text frames only
+CLOSE_TOO_BIG = 4413  # payload too large
+CLOSE_TOO_SLOW = 4408  # timeout: this viewer fell too far behind
 # Viewers have nothing to say, so any frame is tolerated only while it is small.
 MAX_CLIENT_TEXT = 4096
 
