@@ -271,6 +271,12 @@ def test_a_kill_is_seen_by_every_viewer_and_the_feed_shows_the_recovery(
         assert re.fullmatch(r"\d+\.\d", page.text_content("#recovery-p50") or "")
         assert victim in (page.locator("#chaos-history li").first.text_content() or "")
     assert (clicker.locator("#chaos-feed li").first.text_content() or "").strip().startswith("You")
+    until(
+        clicker,
+        "(pod) => document.querySelector('#chaos-message').textContent"
+        ".startsWith(`Kubernetes replaced ${pod} in `)",
+        victim,
+    )
     assert "A visitor killed" in (onlooker.locator("#chaos-feed li").first.text_content() or "")
     clicker.screenshot(path=str(artifacts / "chaos-healed-desktop.png"), full_page=True)
     onlooker.screenshot(path=str(artifacts / "chaos-healed-phone.png"), full_page=True)

@@ -1,0 +1,304 @@
+"""static/infra.js against scripted websocket frames, in a real browser.
+
+Django's live server renders the page; Playwright stands in for the websocket server, so
+each test decides exactly which frames arrive and when the connection drops. The real
+stack's end-to-end runs are in test_dashboard.py.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+
+WS_URL = "**/ws/infra/"
+GIB = 1024**3
+
+
+def until(page: Any, predicate: str, arg: Any = None, timeout_s: float = 10) -> None:
+    # page.evaluate, not wait_for_function: the latter uses eval(), which the CSP refuses.
+    deadline = time.monotonic() + timeout_s
+    while not page.evaluate(predicate, arg):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not true within {timeout_s} s: {predicate}")
+        time.sleep(0.05)
+
+
+def text_is(selector: str) -> str:
+    return f"(want) => document.querySelector({selector!r})?.textContent.trim() === want"
+
+
+def metrics(cpu: float | None = 20.0, **overrides: Any) -> dict[str, Any]:
+    now = time.time()
+    data: dict[str, Any] = {
+        "ts": now,
+        "stale": False,
+        "stale_since": None,
+        "pods": {"running": 3, "total": 3},
+        "cpu": {"used_percent": cpu},
+        "memory": {"used_percent": 40.0, "used_bytes": 4 * GIB, "total_bytes": 10 * GIB},
+        "nodes": [
+            {
+                "name": "Node 1",
+                "ready": True,
+                "memory_used_bytes": GIB,
+                "memory_total_bytes": 4 * GIB,
+            },
+        ],
+        "history": {"cpu": [[now - 60, 10.0], [now - 30, 30.0]], "memory": []},
+    }
+    data.update(overrides)
+    return data
+
+
+def pods(*items: tuple[str, str], events: list[Any] | None = None) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "namespace": "chaos-demo",
+        "desired": 3,
+        "ready": sum(1 for _, status in items if status == "Running"),
+        "pods": [
+            {
+                "name": name,
+                "status": status,
+                "ready": status == "Running",
+                "node": "Node 1",
+                "age_s": 5,
+            }
+            for name, status in items
+        ],
+    }
+    if events is not None:
+        data["events"] = events
+    return data
+
+
+class FakeServer:
+    """The websocket end of every connection the page opens."""
+
+    def __init__(self) -> None:
+        self.sockets: list[Any] = []
+
+    def accept(self, ws: Any) -> None:
+        self.sockets.append(ws)
+
+    def send(self, kind: str, data: Any) -> None:
+        self.sockets[-1].send(json.dumps({"type": kind, "data": data}))
+
+    def send_raw(self, message: str | bytes) -> None:
+        self.sockets[-1].send(message)
+
+
+@pytest.fixture
+def open_page(
+    browser: Any, live_server: Any, settings: Any
+) -> Iterator[Callable[..., tuple[Any, FakeServer]]]:
+    # One poll a second: "nothing heard for three polls" becomes three seconds.
+    settings.POLL_INTERVAL = 1.0
+    contexts: list[Any] = []
+    errors: list[str] = []
+
+    def open_(**context_options: Any) -> tuple[Any, FakeServer]:
+        context = browser.new_context(timezone_id="UTC", **context_options)
+        contexts.append(context)
+        page = context.new_page()
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        server = FakeServer()
+        page.route_web_socket(WS_URL, server.accept)
+        page.goto(f"{live_server.url}/infra")
+        until(page, "() => document.querySelector('#connection').dataset.state !== undefined")
+        deadline = time.monotonic() + 10
+        while not server.sockets:
+            assert time.monotonic() < deadline, "the page never opened its websocket"
+            page.wait_for_timeout(50)
+        return page, server
+
+    yield open_
+    for context in contexts:
+        context.close()
+    assert errors == []
+
+
+def test_frames_update_numbers_levels_nodes_and_sparklines(open_page: Callable[..., Any]) -> None:
+    page, server = open_page()
+    server.send("metrics", metrics(cpu=42.0))
+    until(page, text_is("#metric-cpu .value"), "42.0")
+    until(page, text_is("#connection"), "live")
+    assert page.get_attribute("#metric-cpu", "data-level") == "ok"
+    assert page.text_content("#memory-used") == "4.0"
+    assert page.locator("#nodes li").count() == 1
+    assert "1.0 / 4.0 GiB" in (page.text_content("#nodes li") or "")
+    assert page.get_attribute("#nodes .bar-fill", "width") == "25.00"
+    # Two history points plus the live value.
+    assert len((page.get_attribute("#spark-cpu .spark-line", "points") or "").split()) == 3
+    assert "hidden" in (page.evaluate("document.querySelector('#waiting').outerHTML"))
+
+    server.send("metrics", metrics(cpu=95.0, pods={"running": 2, "total": 3}))
+    until(page, text_is("#metric-cpu .value"), "95.0")
+    assert page.get_attribute("#metric-cpu", "data-level") == "critical"
+    assert page.get_attribute("#metric-pods", "data-level") == "warning"
+    assert page.locator("#metric-pods .cells li.on").count() == 2
+
+    server.send("metrics", metrics(cpu=None))
+    until(page, text_is("#metric-cpu .value"), "—")
+    assert page.get_attribute("#metric-cpu", "data-level") == "unknown"
+
+
+def test_numbers_glide_unless_the_viewer_prefers_reduced_motion(
+    open_page: Callable[..., Any],
+) -> None:
+    sample = """async () => {
+        const seen = new Set();
+        const end = performance.now() + 900;
+        while (performance.now() < end) {
+            seen.add(document.querySelector('#metric-cpu .value').textContent);
+            await new Promise(requestAnimationFrame);
+        }
+        return [...seen];
+    }"""
+    for reduce, expect_glide in [("no-preference", True), ("reduce", False)]:
+        page, server = open_page(reduced_motion=reduce)
+        server.send("metrics", metrics(cpu=10.0))
+        until(page, text_is("#metric-cpu .value"), "10.0")
+        server.send("metrics", metrics(cpu=60.0))
+        seen = set(page.evaluate(sample))
+        assert "60.0" in seen or page.text_content("#metric-cpu .value") == "60.0"
+        assert bool(seen - {"10.0", "60.0"}) is expect_glide, (reduce, sorted(seen))
+
+
+def test_stale_snapshot_and_silence_both_show_stale_since(open_page: Callable[..., Any]) -> None:
+    page, server = open_page()
+    since = datetime(2026, 11, 26, 7, 59, 1, tzinfo=UTC).timestamp()
+    server.send("metrics", metrics(stale=True, stale_since=since))
+    until(page, text_is("#connection"), "stale since 07:59:01")
+    assert page.get_attribute("#connection", "data-state") == "stale"
+
+    server.send("metrics", metrics())
+    until(page, text_is("#connection"), "live")
+    # No frame for three poll intervals (1 s each here): the poller is gone.
+    until(
+        page, "() => document.querySelector('#connection').dataset.state === 'stale'", timeout_s=6
+    )
+    assert (page.text_content("#connection") or "").startswith("stale since ")
+
+
+def test_pods_update_in_place(open_page: Callable[..., Any]) -> None:
+    page, server = open_page()
+    server.send("pods", pods(("chaos-demo-1-aaaaa", "Running"), ("chaos-demo-1-bbbbb", "Running")))
+    until(page, "() => document.querySelectorAll('#pods [data-pod]').length === 2")
+    page.evaluate("document.querySelector('[data-pod=\"chaos-demo-1-aaaaa\"]').mark = 1")
+
+    server.send(
+        "pods",
+        pods(
+            ("chaos-demo-1-aaaaa", "Terminating"),
+            ("chaos-demo-1-bbbbb", "Running"),
+            ("chaos-demo-1-ccccc", "Pending"),
+        ),
+    )
+    until(page, "() => document.querySelectorAll('#pods [data-pod]').length === 3")
+    victim = page.locator('[data-pod="chaos-demo-1-aaaaa"]')
+    assert victim.get_attribute("data-status") == "Terminating"
+    # The same element, restyled: its pulse is not restarted by every frame.
+    assert page.evaluate("document.querySelector('[data-pod=\"chaos-demo-1-aaaaa\"]').mark") == 1
+    assert page.get_attribute('[data-pod="chaos-demo-1-ccccc"]', "data-status") == "Pending"
+    assert page.text_content("#pods-ready") == "1"
+
+    server.send("pods", pods(("chaos-demo-1-bbbbb", "Running"), ("chaos-demo-1-ccccc", "Running")))
+    until(page, "() => document.querySelectorAll('#pods [data-pod]').length === 2")
+    assert page.locator('#pods [data-status="Running"]').count() == 2
+
+
+def test_kubernetes_events_panel_appears_with_the_first_events(
+    open_page: Callable[..., Any],
+) -> None:
+    page, server = open_page()
+    assert page.is_hidden(".k8s-panel")
+    server.send(
+        "pods",
+        pods(
+            ("chaos-demo-1-aaaaa", "Running"),
+            events=[
+                {
+                    "at": "2026-11-26T08:00:00+00:00",
+                    "reason": "Killing",
+                    "text": "Stopping container nginx",
+                }
+            ],
+        ),
+    )
+    until(page, "() => !document.querySelector('.k8s-panel').hidden")
+    assert "08:00:00 Killing Stopping container nginx" in (page.text_content("#k8s-events") or "")
+
+
+def test_chaos_frames_fill_the_feed_and_then_the_recovery(open_page: Callable[..., Any]) -> None:
+    page, server = open_page()
+    event = {
+        "id": 41,
+        "pod": "chaos-demo-1-aaaaa",
+        "at": "2026-11-26T08:00:00+00:00",
+        "outcome": "deleted",
+        "recovery_s": None,
+    }
+    server.send("chaos", event)
+    until(page, "() => document.querySelectorAll('#chaos-feed li').length === 1")
+    assert "A visitor killed chaos-demo-1-aaaaa" in (page.text_content("#chaos-feed li") or "")
+    assert "healing" in (page.text_content("#chaos-feed li") or "")
+    assert "chaos-demo-1-aaaaa" in (page.text_content("#chaos-history li") or "")
+
+    server.send(
+        "chaos", {**event, "recovery_s": 2.44, "recovery": {"p50_s": 2.1, "p95_s": 3.9, "count": 5}}
+    )
+    until(page, "() => document.querySelector('#chaos-feed li').dataset.healed === 'true'")
+    assert page.locator("#chaos-feed li").count() == 1
+    assert "healed in 2.4 s" in (page.text_content("#chaos-feed li") or "")
+    assert page.text_content("#recovery-p50") == "2.1"
+    assert page.text_content("#recovery-p95") == "3.9"
+    assert page.text_content("#recovery-count") == "5"
+
+    server.send("chaos", {**event, "id": 42, "pod": "chaos-demo-1-bbbbb"})
+    until(page, "() => document.querySelectorAll('#chaos-feed li').length === 2")
+    # Newest first.
+    assert "chaos-demo-1-bbbbb" in (page.text_content("#chaos-feed li") or "")
+
+
+def test_hostile_frames_are_ignored_and_names_stay_text(open_page: Callable[..., Any]) -> None:
+    page, server = open_page()
+    server.send_raw("{not json")
+    server.send_raw(b"\x00\x01binary")
+    server.send("surprise", {"x": 1})
+    server.send_raw(json.dumps({"no": "type"}))
+    evil = '<img src=x id=pwned onerror="document.title=1">'
+    server.send("pods", pods((evil, "Running")))
+    server.send(
+        "chaos", {"id": '1"]', "pod": evil, "at": None, "outcome": "deleted", "recovery_s": None}
+    )
+    server.send("metrics", metrics(cpu=33.0))
+
+    until(page, text_is("#metric-cpu .value"), "33.0")
+    assert page.locator("#pwned").count() == 0
+    assert page.locator("#pods [data-pod]").first.get_attribute("data-pod") == evil
+    assert evil in (page.text_content("#chaos-feed") or "")
+    assert page.text_content("#connection") == "live"
+
+
+def test_a_dropped_connection_reconnects_and_resyncs(open_page: Callable[..., Any]) -> None:
+    page, server = open_page()
+    server.send("metrics", metrics())
+    until(page, text_is("#connection"), "live")
+
+    server.sockets[-1].close()
+    until(page, "() => document.querySelector('#connection').dataset.state === 'reconnecting'")
+    assert page.text_content("#connection") == "reconnecting…"
+    # The first retry comes within the first backoff step (0.25-0.5 s), well under 5 s.
+    deadline = time.monotonic() + 5
+    while len(server.sockets) < 2:
+        assert time.monotonic() < deadline, "no reconnect attempt"
+        page.wait_for_timeout(50)
+    server.send("metrics", metrics())
+    until(page, text_is("#connection"), "live")
