@@ -479,6 +479,11 @@ async function unleash(event) {
       const id = String(body.event_id);
       mine.add(id);
       for (const el of document.querySelectorAll(`[data-event-id="${CSS.escape(id)}"]`)) markMine(el);
+      // Shown at once; the watcher's chaos frame for this id then refines the same row.
+      if (!$(`#chaos-feed [data-event-id="${CSS.escape(id)}"]`)) {
+        const at = new Date().toISOString();
+        onChaos({ id: body.event_id, pod: body.pod, at, outcome: "deleted", recovery_s: null });
+      }
       say(`You killed ${body.pod}. Now watch Kubernetes bring it back…`, "ok");
     } else if (response.status === 429) {
       const seconds = num(body.retry_after) ?? Number.parseInt(response.headers.get("Retry-After"), 10);

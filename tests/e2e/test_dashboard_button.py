@@ -73,6 +73,12 @@ def test_a_kill_is_confirmed_and_the_button_comes_back(page: Any) -> None:
 
     assert message.startswith("You killed chaos-demo-1-abcde.")
     assert label == "Unleash chaos"
+    # The kill is in the feed at once, marked as the visitor's own.
+    feed = page.locator('#chaos-feed li[data-event-id="7"]')
+    assert feed.get_attribute("data-mine") == "true"
+    text = " ".join((feed.locator(".event-text").text_content() or "").split())
+    assert text == "You killed chaos-demo-1-abcde"
+    assert "healing" in (feed.text_content() or "")
     assert page.is_enabled("#chaos-button")
     # Django's CSRF check needs the token in a header; the page supplies it.
     assert seen[0].get("x-csrftoken")
