@@ -42,7 +42,9 @@ function podsLevel(pods) {
 
 function toDate(value) {
   if (typeof value === "string") {
-    const d = new Date(value);
+    // A time without a zone is UTC, as on the server (JavaScript would read it as local).
+    const zoned = !/T/.test(value) || /(Z|[+-]\d\d:?\d\d)$/i.test(value);
+    const d = new Date(zoned ? value : `${value}Z`);
     return Number.isNaN(d.getTime()) ? null : d;
   }
   const n = num(value);

@@ -104,7 +104,7 @@ def open_page(
     errors: list[str] = []
 
     def open_(**context_options: Any) -> tuple[Any, FakeServer]:
-        context = browser.new_context(timezone_id="UTC", **context_options)
+        context = browser.new_context(**{"timezone_id": "UTC", **context_options})
         contexts.append(context)
         page = context.new_page()
         page.on("pageerror", lambda exc: errors.append(str(exc)))
@@ -302,3 +302,35 @@ def test_a_dropped_connection_reconnects_and_resyncs(open_page: Callable[..., An
         page.wait_for_timeout(50)
     server.send("metrics", metrics())
     until(page, text_is("#connection"), "live")
+
+
+def test_a_375_px_phone_never_scrolls_sideways(open_page: Callable[..., Any]) -> None:
+    page, server = open_page(viewport={"width": 375, "height": 812}, timezone_id="Asia/Kolkata")
+    long_name = "chaos-demo-" + "x" * 40 + "-abcde"
+    server.send("metrics", metrics(cpu=99.9))
+    server.send(
+        "pods",
+        pods(
+            (long_name, "Terminating"),
+            ("chaos-demo-1-bbbbb", "Running"),
+            ("chaos-demo-1-ccccc", "Running"),
+            ("chaos-demo-1-ddddd", "Pending"),
+            events=[{"at": 0, "reason": "SuccessfulCreate", "text": "Created pod: " + long_name}],
+        ),
+    )
+    server.send(
+        "chaos",
+        {
+            "id": 1,
+            "pod": long_name,
+            "at": "2026-11-26T08:00:00",
+            "outcome": "deleted",
+            "recovery_s": 12.25,
+        },
+    )
+    until(page, "() => document.querySelectorAll('#chaos-feed li').length === 1")
+
+    assert page.evaluate("document.documentElement.scrollWidth") <= 375
+    # Times show in the viewer's zone (UTC+5:30 here); one without a zone is read as UTC,
+    # as the server reads it.
+    assert page.text_content("#chaos-feed time") == "13:30:00"
