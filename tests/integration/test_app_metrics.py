@@ -6,8 +6,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
+from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
+from infra_site.wscap import CLOSE_TOO_MANY_FROM_CLIENT
 from tests.conftest import Devstack, StartProcess, free_port, manage, wait_http
 from tests.integration.scrape import prometheus_target, wait_promql_value
 
@@ -17,22 +19,29 @@ pytestmark = pytest.mark.integration
 def test_prometheus_scrapes_the_web_process_and_sees_its_viewers(
     devstack: Devstack, web_server: Callable[..., str]
 ) -> None:
-    url = web_server()
+    url = web_server(WS_MAX_PER_IP="3")
     port = int(url.rsplit(":", 1)[1])
+    ws_url = f"ws://127.0.0.1:{port}/ws/infra/"
     with prometheus_target(port) as run:
-        selector = f'{{job="app-tests", run="{run}"}}'
-        wait_promql_value(devstack, f"up{selector}", 1)
-        viewers = [
-            connect(f"ws://127.0.0.1:{port}/ws/infra/", origin=url, open_timeout=10)
-            for _ in range(3)
-        ]
+        selector = f'job="app-tests", run="{run}"'
+        wait_promql_value(devstack, f"up{{{selector}}}", 1)
+        viewers = [connect(ws_url, origin=url, open_timeout=10) for _ in range(3)]
         try:
-            # The gauge the consumer keeps, as Prometheus stored it from /metrics.
-            wait_promql_value(devstack, f"infra_open_websockets{selector}", 3)
+            # One too many from this address: daphne delivers the cap's close code.
+            extra = connect(ws_url, origin=url, open_timeout=10)
+            with pytest.raises(ConnectionClosed) as closed:
+                extra.recv(timeout=10)
+            assert closed.value.rcvd is not None
+            assert closed.value.rcvd.code == CLOSE_TOO_MANY_FROM_CLIENT
+            # The consumer's gauge and the cap's counter, as Prometheus stored them.
+            wait_promql_value(devstack, f"infra_open_websockets{{{selector}}}", 3)
+            wait_promql_value(
+                devstack, f'infra_websockets_refused_total{{reason="per_ip", {selector}}}', 1
+            )
         finally:
             for viewer in viewers:
                 viewer.close()
-        wait_promql_value(devstack, f"infra_open_websockets{selector}", 0)
+        wait_promql_value(devstack, f"infra_open_websockets{{{selector}}}", 0)
 
 
 def test_prometheus_scrapes_a_worker_on_its_metrics_port(
