@@ -167,6 +167,15 @@ def test_manifests_render_with_everything_issue_5_asks_for(devstack: Devstack) -
         for container in spec["containers"] + spec.get("initContainers", []):
             assert container["securityContext"]["readOnlyRootFilesystem"] is True, name
             assert container["resources"]["limits"], name
+    # The image's user is the one the pods run as (Dockerfile USER == runAsUser).
+    user = next(
+        line.split()[1]
+        for line in (ROOT / "Dockerfile").read_text().splitlines()
+        if line.startswith("USER ")
+    )
+    for name in ("web", "poller", "watcher"):
+        pod_security = templates[name]["spec"]["securityContext"]
+        assert user == f"{pod_security['runAsUser']}:{pod_security['runAsGroup']}", name
     web = templates["web"]["spec"]["containers"][0]
     assert web["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert web["livenessProbe"]["httpGet"]["path"] == "/healthz"
