@@ -12,8 +12,9 @@ from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.urls import reverse
+from django.views.decorators.cache import cache_control, never_cache
 from django.views.decorators.csrf import ensure_csrf_cookie
-from django.views.decorators.http import require_GET
+from django.views.decorators.http import require_safe
 from redis import RedisError
 
 from chaos.selectors import chaos_summary
@@ -37,8 +38,10 @@ def _or_none(read: Callable[[], Any], what: str) -> Any:
         return None
 
 
-@require_GET
+@require_safe
 @ensure_csrf_cookie  # the chaos button posts with the CSRF cookie's token
+# Always revalidated: a cached copy would paint numbers from whenever it was cached.
+@cache_control(no_cache=True)
 def page(request: HttpRequest) -> HttpResponse:
     snapshot = {
         "metrics": _or_none(lambda: latest("metrics"), "metrics"),
@@ -59,7 +62,8 @@ def page(request: HttpRequest) -> HttpResponse:
     return render(request, "infra.html", context)
 
 
-@require_GET
+@require_safe
+@never_cache
 def snapshot_api(request: HttpRequest) -> JsonResponse:
     try:
         return JsonResponse(_snapshot())

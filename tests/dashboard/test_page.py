@@ -356,3 +356,9 @@ def test_snapshot_api_answers_503_when_the_cache_is_down(client: Client) -> None
 
     assert response.status_code == 503
     assert response.json() == {"error": "store_unavailable"}
+
+
+def test_page_and_api_are_never_served_from_a_stale_cache(client: Client) -> None:
+    assert "no-cache" in client.get("/infra")["Cache-Control"]
+    assert "no-store" in client.get("/api/infra/snapshot")["Cache-Control"]
+    assert client.head("/infra").status_code == 200
