@@ -6,6 +6,7 @@ one of each may do the work, so Prometheus and the apiserver see one client, not
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 
 import redis
@@ -13,8 +14,14 @@ from django.conf import settings
 
 # Renew and release only if we still hold the lock: a leader that stalled past its TTL
 # must not extend or delete the lock a standby has taken over since.
-_RENEW = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) else return 0 end"
-_RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end"
+_RENEW = (
+    "if redis.call('get', KEYS[1]) == ARGV[1] then"
+    " return redis.call('pexpire', KEYS[1], ARGV[2]) else return 0 end"
+)
+_RELEASE = (
+    "if redis.call('get', KEYS[1]) == ARGV[1] then"
+    " return redis.call('del', KEYS[1]) else return 0 end"
+)
 
 
 def redis_client() -> redis.Redis:
@@ -32,7 +39,7 @@ class LeaderLock:
     def acquire_or_renew(self) -> bool:
         """Returns whether this process leads now. Redis errors count as not leading."""
         try:
-            if self.held and self.client.eval(_RENEW, 1, self.key, self.token, self.ttl_ms):
+            if self.held and self.client.eval(_RENEW, 1, self.key, self.token, str(self.ttl_ms)):
                 return True
             self.held = bool(self.client.set(self.key, self.token, nx=True, px=self.ttl_ms))
         except redis.RedisError:
@@ -41,8 +48,7 @@ class LeaderLock:
 
     def release(self) -> None:
         if self.held:
-            try:
+            # On a Redis error the TTL frees the lock anyway.
+            with contextlib.suppress(redis.RedisError):
                 self.client.eval(_RELEASE, 1, self.key, self.token)
-            except redis.RedisError:
-                pass  # the TTL frees it anyway
             self.held = False
