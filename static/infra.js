@@ -319,9 +319,18 @@ function onChaos(ev) {
 function renderSummary(chaos) {
   if (!chaos) return;
   renderRecovery(chaos.recovery);
+  // The server's list is the truth after a reconnect: kills missed meanwhile may be older
+  // than ones already shown, so the list is rebuilt in its order, reusing known rows.
   const history = $("#chaos-history");
   const recent = Array.isArray(chaos.recent) ? chaos.recent : [];
-  for (const ev of [...recent].reverse()) upsertEvent(history, ev);
+  history.replaceChildren(
+    ...recent.slice(0, LIST_LIMIT).map((ev) => {
+      const el = history.querySelector(`[data-event-id="${CSS.escape(String(ev.id))}"]`);
+      const row = el ?? fromTemplate("event-template");
+      fillEvent(row, ev);
+      return row;
+    }),
+  );
   setEnabled(chaos.enabled !== false);
 }
 

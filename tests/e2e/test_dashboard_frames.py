@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 
+from chaos.models import ChaosEvent
+
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 WS_URL = "**/ws/infra/"
@@ -293,6 +295,12 @@ def test_a_dropped_connection_reconnects_and_resyncs(open_page: Callable[..., An
     until(page, text_is("#connection"), "live")
 
     server.sockets[-1].close()
+    ChaosEvent.objects.create(
+        outcome=ChaosEvent.Outcome.DELETED,
+        pod_name="chaos-demo-1-missed",
+        client_hash="h",
+        recovery_s=1.5,
+    )
     until(page, "() => document.querySelector('#connection').dataset.state === 'reconnecting'")
     assert page.text_content("#connection") == "reconnecting…"
     # The first retry comes within the first backoff step (0.25-0.5 s), well under 5 s.
@@ -302,6 +310,9 @@ def test_a_dropped_connection_reconnects_and_resyncs(open_page: Callable[..., An
         page.wait_for_timeout(50)
     server.send("metrics", metrics())
     until(page, text_is("#connection"), "live")
+    # A kill that happened while the page was away shows up in the history after resync.
+    until(page, "() => document.querySelector('#chaos-history').textContent.includes('missed')")
+    assert "healed in 1.5 s" in (page.text_content("#chaos-history li") or "")
 
 
 def test_a_375_px_phone_never_scrolls_sideways(open_page: Callable[..., Any]) -> None:
