@@ -202,7 +202,10 @@ let metricsHeardAt = metrics ? Date.now() : 0;
 
 function renderMetrics(m) {
   // A replay of the frame we already have (on reconnect) is not news from the poller.
-  if (!metrics || m?.ts !== metrics.ts) metricsHeardAt = Date.now();
+  if (!metrics || m?.ts !== metrics.ts) {
+    metricsHeardAt = Date.now();
+    heartbeat();
+  }
   metrics = m;
   $("#waiting").hidden = Boolean(m);
   if (!m) return;
@@ -357,6 +360,13 @@ function renderBadge() {
   if (badge.dataset.state !== state) badge.dataset.state = state;
   const label = $(".badge-text", badge);
   if (label.textContent !== text) label.textContent = text;
+}
+
+// The live dot beats once per fresh snapshot, so its rhythm is the poller's own.
+function heartbeat() {
+  badge.classList.remove("beat");
+  void badge.offsetWidth; // restarts the CSS animation
+  badge.classList.add("beat");
 }
 
 const handlers = { metrics: renderMetrics, pods: renderPods, chaos: onChaos };
