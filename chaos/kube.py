@@ -163,6 +163,11 @@ def _build() -> client.CoreV1Api:
     return client.CoreV1Api(client.ApiClient(configuration))
 
 
+def preload() -> None:
+    """Imports the client's lazily loaded API classes (slow: ~1 s of generated models)."""
+    client.CoreV1Api  # noqa: B018 - the attribute access is the import
+
+
 def core_api() -> client.CoreV1Api:
     """The process's CoreV1Api, built on first use.
 

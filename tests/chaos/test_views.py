@@ -14,7 +14,6 @@ from django_ratelimit import core as ratelimit_core
 from kubernetes.client.exceptions import ApiException
 from prometheus_client import REGISTRY
 
-from chaos import services
 from chaos.models import ChaosEvent
 from chaos.services import client_hash
 from tests.chaos.fakes import FakeApi, pod_dict
@@ -287,31 +286,3 @@ def test_a_database_outage_is_a_503(cluster: FakeApi, monkeypatch: pytest.Monkey
 
     monkeypatch.setattr(ChaosEvent.objects, "create", down)
     assert post().status_code == 503
-
-
-def test_the_kill_is_announced_to_viewers_after_commit(
-    cluster: FakeApi, monkeypatch: pytest.MonkeyPatch, django_capture_on_commit_callbacks: Any
-) -> None:
-    published: list[tuple[str, Any]] = []
-    monkeypatch.setattr(services, "publish", lambda kind, data: published.append((kind, data)))
-    with django_capture_on_commit_callbacks(execute=True):
-        body = post().json()
-    chaos = [data for kind, data in published if kind == "chaos"]
-    assert len(chaos) == 1
-    assert chaos[0]["id"] == body["event_id"]
-    assert chaos[0]["pod"] == body["pod"]
-    assert chaos[0]["outcome"] == "deleted"
-    assert chaos[0]["recovery_s"] is None
-
-
-def test_a_publish_failure_does_not_fail_the_kill(
-    cluster: FakeApi, monkeypatch: pytest.MonkeyPatch, django_capture_on_commit_callbacks: Any
-) -> None:
-    def down(kind: str, data: Any) -> None:
-        raise redis.ConnectionError("Connection refused")
-
-    monkeypatch.setattr(services, "publish", down)
-    with django_capture_on_commit_callbacks(execute=True) as callbacks:
-        assert post().status_code == 200
-    assert len(callbacks) == 1
-    assert len(cluster.deleted) == 1

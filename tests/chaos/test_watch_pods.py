@@ -213,6 +213,22 @@ def test_a_kill_gets_its_recovery_recorded_and_announced(
     command.step()
     kill.refresh_from_db()
     assert kill.recovery_s is None
+    # The kill is announced once the watcher has shown the victim Terminating.
+    kinds = [kind for kind, _ in frames]
+    terminating_frame = next(
+        i
+        for i, (kind, data) in enumerate(frames)
+        if kind == "pods" and any(p["status"] == "Terminating" for p in data["pods"])
+    )
+    announced = kinds.index("chaos")
+    assert terminating_frame < announced
+    assert frames[announced][1] == {
+        "id": kill.pk,
+        "pod": "web-0",
+        "at": kill.at.isoformat(),
+        "outcome": "deleted",
+        "recovery_s": None,
+    }
     command.step()
     kill.refresh_from_db()
     assert kill.replacement_uid == "n1"
@@ -224,7 +240,8 @@ def test_a_kill_gets_its_recovery_recorded_and_announced(
     assert 0 <= kill.recovery_s < 5
     assert kill.replacement_created_at <= kill.scheduled_at <= kill.ready_at
     chaos = [data for kind, data in frames if kind == "chaos"]
-    assert len(chaos) == 1
+    assert len(chaos) == 2  # the kill, then its recovery
+    chaos = chaos[1:]
     assert chaos[0]["id"] == kill.pk
     assert chaos[0]["recovery_s"] == round(kill.recovery_s, 2)
     assert chaos[0]["recovery"]["count"] == 1
@@ -237,4 +254,4 @@ def test_a_kill_gets_its_recovery_recorded_and_announced(
         for f in pods_frames
     )
     command.step()
-    assert len([kind for kind, _ in frames if kind == "chaos"]) == 1
+    assert len([kind for kind, _ in frames if kind == "chaos"]) == 2, "announced once each"

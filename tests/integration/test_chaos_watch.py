@@ -105,7 +105,7 @@ def test_a_kill_is_seen_by_viewers_and_its_recovery_is_timed(
             ),
             timeout=30,
         )[-1]["data"]
-        # The kill itself was announced (by the web process) before it healed.
+        # The kill itself was announced (by the watcher) before it healed.
         announced = [f for f in seen if f["type"] == "chaos" and f["data"]["id"] == event_id]
         assert announced
         assert announced[0]["data"]["recovery_s"] is None

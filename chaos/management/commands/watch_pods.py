@@ -136,16 +136,22 @@ class Command(WorkerCommand):
             ready_at__isnull=True,
             deleted_at__gte=now - MAX_TRACKED,
         ).exclude(pk__in=list(self.tracker.kills))
-        self.tracker.track(
-            Kill(
-                event_id=event.pk,
-                pod_uid=event.pod_uid,
-                pod_name=event.pod_name,
-                replicaset_uid=event.replicaset_uid,
-                deleted_at=event.deleted_at or event.at,
+        for event in pending:
+            self.tracker.track(
+                [
+                    Kill(
+                        event_id=event.pk,
+                        pod_uid=event.pod_uid,
+                        pod_name=event.pod_name,
+                        replicaset_uid=event.replicaset_uid,
+                        deleted_at=event.deleted_at or event.at,
+                    )
+                ]
             )
-            for event in pending
-        )
+            # The kill's own announcement comes from here, not from the web process:
+            # with many viewers each frame is a fan-out, and the pods frame showing the
+            # victim Terminating (published first) is the one that must not wait.
+            self._publish_chaos(chaos_event_frame(event=event))
         for kill in self.tracker.expire(now=now):
             log.info("watch_pods: no Ready replacement for %s; giving up", kill.pod_name)
         for recovery in self.tracker.recoveries(self.state):
@@ -167,7 +173,11 @@ class Command(WorkerCommand):
         RECOVERY_SECONDS.observe(recovery.recovery_s)
         event = ChaosEvent.objects.get(pk=recovery.event_id)
         log.info("watch_pods: %s healed in %.2f s", event.pod_name, recovery.recovery_s)
+        self._publish_chaos({**chaos_event_frame(event=event), "recovery": recovery_stats()})
+
+    def _publish_chaos(self, frame: dict[str, Any]) -> None:
         try:
-            publish("chaos", {**chaos_event_frame(event=event), "recovery": recovery_stats()})
+            publish("chaos", frame)
         except Exception:
-            log.warning("watch_pods: could not publish recovery", exc_info=True)
+            # Not retried: the event is in the history the page loads on reconnect.
+            log.warning("watch_pods: could not publish chaos event %s", frame["id"], exc_info=True)
