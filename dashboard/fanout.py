@@ -21,7 +21,6 @@ import asyncio
 import json
 import logging
 import weakref
-from collections import deque
 from collections.abc import Iterable
 from typing import Any
 
@@ -38,9 +37,11 @@ QUEUE_LIMIT = 64
 # A viewer's first frames wait at most this long for the process to join the group (the
 # channel layer is down otherwise; the frames then come when it is back).
 JOIN_WAIT_S = 3.0
-# Group memberships expire (channel layers' group_expiry, a day by default); a process
-# channel lives for as long as the process has viewers, so it renews its membership.
-REJOIN_EVERY_S = 600.0
+# Group memberships expire (channel layers' group_expiry, a day by default) and vanish
+# with a flushed or restarted Redis without persistence; a process channel lives as long
+# as the process has viewers, so it renews its membership, cheaply (one ZADD), and often
+# enough that a lost membership costs seconds of updates, not minutes.
+REJOIN_EVERY_S = 30.0
 RETRY_MIN_S = 0.5
 RETRY_MAX_S = 10.0
 LAYER_CALL_TIMEOUT_S = 5.0
@@ -49,14 +50,19 @@ Frame = tuple[str, str]  # (kind, encoded text); one tuple shared by every queue
 
 
 class Subscription:
-    """One socket's bounded queue of encoded frames."""
+    """One socket's bounded queue of encoded frames.
 
-    __slots__ = ("_frames", "_limit", "_wakeup", "overflowed")
+    Kept small on purpose, since there is one per viewer: a list and a future that exists
+    only while the socket waits, rather than a deque and an asyncio.Event (a deque's first
+    block alone is over half a kilobyte).
+    """
+
+    __slots__ = ("_frames", "_limit", "_waiter", "overflowed")
 
     def __init__(self, limit: int = QUEUE_LIMIT) -> None:
-        self._frames: deque[Frame] = deque()
+        self._frames: list[Frame] = []
         self._limit = limit
-        self._wakeup = asyncio.Event()
+        self._waiter: asyncio.Future[None] | None = None
         self.overflowed = False
 
     def offer(self, frame: Frame) -> None:
@@ -67,21 +73,27 @@ class Subscription:
             self._frames.clear()
         else:
             self._frames.append(frame)
-        self._wakeup.set()
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
 
     def discard(self, kinds: Iterable[str]) -> None:
         """Drops queued frames of these kinds (superseded by the frames sent on connect)."""
-        drop = set(kinds)
-        self._frames = deque(frame for frame in self._frames if frame[0] not in drop)
+        if self._frames:
+            drop = set(kinds)
+            self._frames = [frame for frame in self._frames if frame[0] not in drop]
 
     async def next(self) -> str | None:
         """The next frame's text; None once the viewer fell too far behind."""
         while not self._frames:
             if self.overflowed:
                 return None
-            self._wakeup.clear()
-            await self._wakeup.wait()
-        return self._frames.popleft()[1]
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        # pop(0) is O(len), and len is a handful at most (QUEUE_LIMIT bounds it).
+        return self._frames.pop(0)[1]
 
 
 def _kind_of(text: str) -> str:
@@ -108,6 +120,11 @@ class Hub:
         self._subscriptions: set[Subscription] = set()
         self._task: asyncio.Task[None] | None = None
         self._joined = asyncio.Event()
+        # The cache is read once per start of the hub, not per viewer: a kind it lacks
+        # (no watcher running, say) arrives through the group or not at all, and a cache
+        # read from each viewer's task would open a Redis connection pool per viewer
+        # (Django's cache handler keeps one per async context).
+        self._seeding: asyncio.Task[None] | None = None
 
     def __len__(self) -> int:
         return len(self._subscriptions)
@@ -125,8 +142,9 @@ class Hub:
                 await asyncio.wait_for(joined.wait(), JOIN_WAIT_S)
             except TimeoutError:
                 log.warning("fan-out: not in group %r yet; the viewer waits for frames", GROUP)
-        if any(kind not in self.latest for kind in REMEMBERED):
-            await self._seed_from_cache()
+        if self._seeding is None:
+            self._seeding = asyncio.create_task(self._seed_from_cache())
+        await asyncio.shield(self._seeding)
         # What arrived while we waited is in `latest` too; sending it twice would make
         # numbers jump back and forth.
         subscription.discard(REMEMBERED)
@@ -158,29 +176,27 @@ class Hub:
         self._joined = asyncio.Event()
         # A hub that was stopped missed frames meanwhile: start from the cache again.
         self.latest.clear()
+        self._seeding = None
         self._task = asyncio.create_task(self._run(self._joined), name="infra-fanout")
 
     def _stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
             self._task = None
+        self._seeding = None
         self.latest.clear()
         self.channel_name = None
 
-    async def _seed_from_cache(self) -> bool:
-        """Fills in remembered kinds this process has not received; True if any changed."""
+    async def _seed_from_cache(self) -> None:
+        """Fills in remembered kinds this process has not received from the group."""
         try:
             cached = await alatest_by_kind()
         except Exception:
             log.warning("fan-out: cannot read the latest frames from the cache", exc_info=True)
-            return False
-        changed = False
+            return
         for kind, text in cached.items():
             # A frame received from the group meanwhile is at least as new as the cache.
-            if kind not in self.latest:
-                self.latest[kind] = text
-                changed = True
-        return changed
+            self.latest.setdefault(kind, text)
 
     async def _run(self, joined: asyncio.Event) -> None:
         layer = get_channel_layer(self.layer_alias)
