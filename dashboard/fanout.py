@@ -237,12 +237,16 @@ class Hub:
 
     async def _catch_up(self) -> None:
         # Frames published while the layer was unreachable are lost; the cache has the
-        # latest of each remembered kind, so viewers are current again at once.
-        before = dict(self.latest)
-        self.latest.clear()
-        await self._seed_from_cache()
-        for kind, text in self.latest.items():
-            if before.get(kind) != text:
+        # latest of each remembered kind, so viewers are current again at once. (No frame
+        # can arrive meanwhile: the receive loop has not resumed yet.)
+        try:
+            cached = await alatest_by_kind()
+        except Exception:
+            log.warning("fan-out: cannot read the latest frames from the cache", exc_info=True)
+            return
+        for kind, text in cached.items():
+            if self.latest.get(kind) != text:
+                self.latest[kind] = text
                 frame = (kind, text)
                 for subscription in self._subscriptions:
                     subscription.offer(frame)
