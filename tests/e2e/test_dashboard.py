@@ -25,6 +25,14 @@ DESKTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}
 # Scrapes every 5 s, a poll every 2 s and a rate window: a minute is generous.
 CLUSTER_CHANGE_TIMEOUT_MS = 60_000
+HEALTHY_THREE = """() => {
+    const pods = [...document.querySelectorAll('#pods [data-pod]')];
+    return pods.length === 3
+        && pods.every(p => p.dataset.status === 'Running' && p.dataset.ready === 'true');
+}"""
+REPLACEMENT_RUNNING = """(before) => [...document.querySelectorAll('#pods [data-pod]')].some(
+    p => !before.includes(p.dataset.pod) && p.dataset.status === 'Running')"""
+
 # A Redis database of these tests' own, emptied before each: the web, poller and watcher
 # they start must not stand by behind (or read frames from) workers that other test runs
 # left on the shared test database, and each test starts with fresh rate-limit budgets.
@@ -154,7 +162,8 @@ def test_page_shows_real_numbers_and_follows_the_cluster_live(
     for card in ("pods", "cpu", "memory"):
         assert page.get_attribute(f"#metric-{card}", "data-level") in {"ok", "warning", "critical"}
     assert page.locator("#nodes li").count() >= 1
-    until(page, count_is('#pods [data-pod][data-status="Running"]', 3), timeout_ms=30_000)
+    # A kill from an earlier test may still be healing.
+    until(page, HEALTHY_THREE, timeout_ms=CLUSTER_CHANGE_TIMEOUT_MS)
     assert page.locator("#spark-cpu .spark-line").get_attribute("points")
     assert page.text_content("#connection") == "live"
     page.screenshot(path=str(artifacts / "dashboard-desktop.png"), full_page=True)
@@ -210,15 +219,6 @@ def test_badge_reconnects_when_the_server_comes_back(
     wait_for_live(page, timeout_ms=40_000)
     assert time.monotonic() - started < 40
     assert page.text_content("#connection") == "live"
-
-
-HEALTHY_THREE = """() => {
-    const pods = [...document.querySelectorAll('#pods [data-pod]')];
-    return pods.length === 3
-        && pods.every(p => p.dataset.status === 'Running' && p.dataset.ready === 'true');
-}"""
-REPLACEMENT_RUNNING = """(before) => [...document.querySelectorAll('#pods [data-pod]')].some(
-    p => !before.includes(p.dataset.pod) && p.dataset.status === 'Running')"""
 
 
 def visitor() -> dict[str, str]:
