@@ -10,6 +10,7 @@ from unittest import mock
 
 import pytest
 from django.core.cache import cache
+from django.db import DatabaseError
 from django.test import Client
 from redis import RedisError
 
@@ -311,6 +312,18 @@ def test_page_renders_when_the_cache_is_down(client: Client) -> None:
         dom = get_page(client)
 
     assert "hidden" not in dom.by_id("waiting").attrs
+
+
+def test_page_renders_when_the_database_is_down(client: Client, settings: Any) -> None:
+    publish("metrics", snapshot())
+    settings.CHAOS_ENABLED = True
+    with mock.patch("dashboard.views.chaos_summary", side_effect=DatabaseError("down")):
+        dom = get_page(client)
+
+    # The numbers still show; the button follows the setting, not the missing history.
+    assert dom.by_id("metric-cpu").by_class("value")[0].text == "18.7"
+    assert "disabled" not in dom.by_id("chaos-button").attrs
+    assert dom.by_id("chaos-history").find_all(lambda n: n.tag == "li") == []
 
 
 def test_page_only_answers_get(client: Client) -> None:
