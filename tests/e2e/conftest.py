@@ -30,7 +30,10 @@ CHROMIUM_ARGS = [
 ]
 
 
-@pytest.fixture(scope="session")
+# Module scope, not session: while Playwright's sync API is open it keeps an event loop
+# running on this thread, and every async test that pytest (or pytest-django's
+# reordering) schedules after it would fail with "cannot be called from a running loop".
+@pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
     if not Path(CHROMIUM).exists() and not shutil.which(CHROMIUM):
         message = f"Chromium not found at {CHROMIUM} (devstack/install-packages installs it)"
@@ -42,8 +45,8 @@ def browser() -> Iterator[object]:
     # Playwright's sync API refuses to run inside a running asyncio loop; pytest-asyncio
     # does not start one for sync tests, so this is safe.
     # While it runs, though, Playwright keeps its own loop on this thread, and Django then
-    # refuses every ORM call of the rest of the session (test database set-up and
-    # teardown included) as if made from async code; those calls are plain sync code.
+    # refuses every ORM call made meanwhile (test database set-up and teardown
+    # included) as if made from async code; those calls are plain sync code.
     with pytest.MonkeyPatch.context() as patch, sync_playwright() as pw:
         patch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
         chromium = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
