@@ -138,6 +138,14 @@ function spark(id, history, ts, current) {
     "points",
     points.length ? `${bottom(points[0])} ${line} ${bottom(points.at(-1))}` : "",
   );
+  // Element styles are CSSOM, which a CSP without 'unsafe-inline' allows.
+  const dot = $(".spark-dot", svg.parentElement);
+  const tip = points.at(-1);
+  dot.hidden = !tip;
+  if (tip) {
+    dot.style.left = `${tip[0]}%`;
+    dot.style.top = `${(tip[1] / SPARK.height) * 100}%`;
+  }
 }
 
 function fromTemplate(id) {
