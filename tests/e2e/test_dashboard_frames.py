@@ -136,8 +136,10 @@ def test_frames_update_numbers_levels_nodes_and_sparklines(open_page: Callable[.
     assert page.locator("#nodes li").count() == 1
     assert "1.0 / 4.0 GiB" in (page.text_content("#nodes li") or "")
     assert page.get_attribute("#nodes .bar-fill", "width") == "25.00"
-    # Two history points plus the live value.
+    # Two history points plus the live value, whose tip is marked at the right edge.
     assert len((page.get_attribute("#spark-cpu .spark-line", "points") or "").split()) == 3
+    assert page.is_visible("#metric-cpu .spark-dot")
+    assert page.evaluate("document.querySelector('#metric-cpu .spark-dot').style.left") == "100%"
     assert "hidden" in (page.evaluate("document.querySelector('#waiting').outerHTML"))
 
     server.send("metrics", metrics(cpu=95.0, pods={"running": 2, "total": 3}))
