@@ -62,6 +62,12 @@ class PodSnapshot:
 
 
 @dataclass(frozen=True)
+class EventSnapshot:
+    items: list[dict[str, Any]]
+    resource_version: str
+
+
+@dataclass(frozen=True)
 class PodEvent:
     """One watch event. `pod` is None for BOOKMARKs, which only move resource_version."""
 
@@ -229,12 +235,15 @@ def delete_pod(api: client.CoreV1Api, *, namespace: str, name: str, uid: str) ->
         )
 
 
-def list_events(api: client.CoreV1Api, *, namespace: str) -> list[dict[str, Any]]:
+def list_events(api: client.CoreV1Api, *, namespace: str) -> EventSnapshot:
     with _translated():
         body = _json(
             api.list_namespaced_event(namespace, _request_timeout=TIMEOUT, _preload_content=False)
         )
-        return [item for item in body.get("items") or [] if isinstance(item, dict)]
+        return EventSnapshot(
+            items=[item for item in body.get("items") or [] if isinstance(item, dict)],
+            resource_version=str((body.get("metadata") or {}).get("resourceVersion") or ""),
+        )
 
 
 def watch_pods(
@@ -248,26 +257,51 @@ def watch_pods(
     """Pod changes after `resource_version`, for at most about `timeout_s` seconds.
 
     Raises KubeError("gone") when that version is too old (re-list then), and
-    KubeError("timeout") when the stream goes silent longer than its timeout plus slack.
+    KubeError("timeout") when the stream goes silent longer than its timeout plus slack."""
+    for kind, raw, version in _watch(
+        api.list_namespaced_pod,
+        namespace,
+        label_selector=selector,
+        resource_version=resource_version,
+        timeout_s=timeout_s,
+    ):
+        pod = None if kind == "BOOKMARK" else pod_from_dict(raw)
+        yield PodEvent(type=kind, pod=pod, resource_version=version)
 
-    Reads the stream itself rather than through kubernetes.watch.Watch: that helper
-    retries a 410 on its own when it can, and crashes on ERROR events when asked for
-    raw JSON (client 37), while the caller here must see every 410 to re-list."""
+
+def watch_events(
+    api: client.CoreV1Api, *, namespace: str, resource_version: str, timeout_s: int
+) -> Iterator[tuple[str, dict[str, Any], str]]:
+    """Kubernetes Events after `resource_version`: (type, raw event, resourceVersion)."""
+    return _watch(
+        api.list_namespaced_event,
+        namespace,
+        resource_version=resource_version,
+        timeout_s=timeout_s,
+    )
+
+
+def _watch(
+    func: Any, namespace: str, *, resource_version: str, timeout_s: int, **kwargs: Any
+) -> Iterator[tuple[str, dict[str, Any], str]]:
+    # Reads the stream itself rather than through kubernetes.watch.Watch: that helper
+    # retries a 410 on its own when it can, and crashes on ERROR events when asked for
+    # raw JSON (client 37), while the caller here must see every 410 to re-list.
     with _translated():
         # A raw urllib3 response (_preload_content=False), whatever the stub's annotation says.
-        response: Any = api.list_namespaced_pod(
+        response: Any = func(
             namespace,
-            label_selector=selector,
             resource_version=resource_version,
             timeout_seconds=timeout_s,
             allow_watch_bookmarks=True,
             watch=True,
             _request_timeout=(TIMEOUT[0], timeout_s + WATCH_READ_SLACK_S),
             _preload_content=False,
+            **kwargs,
         )
         try:
             for line in _lines(response):
-                yield _pod_event(json.loads(line))
+                yield _watch_event(json.loads(line))
         finally:
             response.close()
             response.release_conn()
@@ -284,19 +318,17 @@ def _lines(response: Any) -> Iterator[bytes]:
         yield buffer
 
 
-def _pod_event(event: Any) -> PodEvent:
+def _watch_event(event: Any) -> tuple[str, dict[str, Any], str]:
     if not isinstance(event, dict) or not isinstance(event.get("object"), dict):
         raise ValueError("malformed watch event")
     kind = str(event.get("type"))
-    raw = event["object"]
+    raw: dict[str, Any] = event["object"]
     if kind == "ERROR":
         # A Status object: 410 when resource_version is too old, or anything else.
         code = raw.get("code")
         status = code if isinstance(code, int) else None
         raise KubeError(_status_reason(status), status=status)
-    version = str((raw.get("metadata") or {}).get("resourceVersion") or "")
-    if kind == "BOOKMARK":
-        return PodEvent(type=kind, pod=None, resource_version=version)
-    if kind not in {"ADDED", "MODIFIED", "DELETED"}:
+    if kind not in {"ADDED", "MODIFIED", "DELETED", "BOOKMARK"}:
         raise ValueError(f"unexpected watch event type {kind!r}")
-    return PodEvent(type=kind, pod=pod_from_dict(raw), resource_version=version)
+    version = str((raw.get("metadata") or {}).get("resourceVersion") or "")
+    return kind, raw, version

@@ -12,6 +12,7 @@ from django.utils import timezone
 from prometheus_client import REGISTRY
 
 from chaos import kube
+from chaos.eventwatch import EventWatch
 from chaos.management.commands import watch_pods
 from chaos.models import ChaosEvent
 from chaos.pods import Pod
@@ -59,6 +60,8 @@ def cluster(monkeypatch: pytest.MonkeyPatch) -> ScriptedCluster:
         pods=[pod(f"web-{i}", uid=f"u{i}", created=now - timedelta(minutes=5)) for i in range(3)]
     )
     monkeypatch.setattr(kube, "core_api", lambda: object())
+    # The events feed has its own tests (test_narration.py); no thread here.
+    monkeypatch.setattr(EventWatch, "start", lambda self: None)
     monkeypatch.setattr(kube, "list_pods", scripted.list_pods)
     monkeypatch.setattr(kube, "watch_pods", scripted.watch_pods)
     return scripted

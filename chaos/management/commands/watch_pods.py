@@ -7,12 +7,14 @@ is one bounded watch call, so the worker loop renews its leader lock between cal
 
 Every change publishes a `pods` frame. When a chaos kill's replacement is Ready, the
 kill's event gets its recovery timeline and a `chaos` frame tells everyone how fast
-Kubernetes healed.
+Kubernetes healed. The namespace's Kubernetes Events, narrated, ride along in the pods
+frame (`events`), fed by a second watch on a thread (chaos/eventwatch.py).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any
 
 from django.conf import settings
@@ -20,7 +22,9 @@ from django.db import close_old_connections
 from django.utils import timezone
 
 from chaos import kube
+from chaos.eventwatch import EventWatch
 from chaos.models import ChaosEvent
+from chaos.narration import EventFeed
 from chaos.recovery import MAX_TRACKED, Kill, PodState, Recovery, RecoveryTracker
 from chaos.selectors import chaos_event_frame, recovery_stats
 from dashboard.nodes import node_label
@@ -49,6 +53,11 @@ class Command(WorkerCommand):
         self.failures = 0
         # A frame that could not be published (Redis blip) is retried at the next step.
         self.unpublished = False
+        self.feed = EventFeed()
+        self.event_watch: EventWatch | None = None
+        # The events thread publishes pods frames too; the state is changed and read
+        # under this lock so a frame is never built from a half-applied event.
+        self.lock = threading.RLock()
 
     def interval(self) -> float:
         # Back off after failures (apiserver down, RBAC missing), without ever sleeping
@@ -57,12 +66,28 @@ class Command(WorkerCommand):
 
     def on_leadership_lost(self) -> None:
         # Another replica leads now; what we knew may be stale by the time we lead again.
-        self.resource_version = None
-        self.state = PodState()
-        self.tracker = RecoveryTracker()
+        if self.event_watch is not None:
+            self.event_watch.stop()
+            self.event_watch = None
+        with self.lock:
+            self.resource_version = None
+            self.state = PodState()
+            self.tracker = RecoveryTracker()
+            self.feed = EventFeed()
+
+    def _ensure_event_watch(self) -> None:
+        if self.event_watch is None:
+            self.event_watch = EventWatch(
+                namespace=settings.CHAOS_NAMESPACE,
+                feed=self.feed,
+                on_change=self._publish_pods,
+                stopped=self.stopping.is_set,
+            )
+            self.event_watch.start()
 
     def step(self) -> bool:
         close_old_connections()
+        self._ensure_event_watch()
         changed = False
         try:
             api = kube.core_api()
@@ -92,9 +117,10 @@ class Command(WorkerCommand):
         snapshot = kube.list_pods(
             api, namespace=settings.CHAOS_NAMESPACE, selector=settings.CHAOS_SELECTOR
         )
-        self.state.reset(snapshot.pods, now=timezone.now())
-        self.resource_version = snapshot.resource_version
-        self._publish_pods()
+        with self.lock:
+            self.state.reset(snapshot.pods, now=timezone.now())
+            self.resource_version = snapshot.resource_version
+            self._publish_pods()
 
     def _watch(self, api: Any) -> bool:
         assert self.resource_version is not None
@@ -107,26 +133,31 @@ class Command(WorkerCommand):
             timeout_s=WATCH_TIMEOUT_S,
         ):
             self.resource_version = event.resource_version or self.resource_version
-            if event.pod is not None and self.state.apply(
-                event.type, event.pod, now=timezone.now()
-            ):
+            with self.lock:
+                applied = event.pod is not None and self.state.apply(
+                    event.type, event.pod, now=timezone.now()
+                )
+                if applied:
+                    self._publish_pods()
+            if applied:
                 changed = True
-                self._publish_pods()
                 self._settle_recoveries()
             if self.stopping.is_set():
                 break
         return changed
 
     def _publish_pods(self) -> None:
-        frame = self.state.pod_list(
-            namespace=settings.CHAOS_NAMESPACE, now=timezone.now(), node_label=node_label
-        )
-        try:
-            publish("pods", frame)
-            self.unpublished = False
-        except Exception:
-            self.unpublished = True
-            log.warning("watch_pods: could not publish pods", exc_info=True)
+        with self.lock:
+            frame = self.state.pod_list(
+                namespace=settings.CHAOS_NAMESPACE, now=timezone.now(), node_label=node_label
+            )
+            frame["events"] = self.feed.recent()
+            try:
+                publish("pods", frame)
+                self.unpublished = False
+            except Exception:
+                self.unpublished = True
+                log.warning("watch_pods: could not publish pods", exc_info=True)
 
     def _settle_recoveries(self) -> None:
         """Learns of new kills, and records and announces the healed ones."""
