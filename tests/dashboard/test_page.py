@@ -203,6 +203,21 @@ def test_page_renders_the_latest_snapshot_before_any_script_runs(client: Client)
     assert "Stopping" in dom.by_id("k8s-events").text
 
 
+def test_kubernetes_events_render_newest_first(client: Client) -> None:
+    events = [
+        {"at": "2026-11-26T08:00:01+00:00", "reason": "Killing", "text": "old"},
+        {"at": "2026-11-26T08:00:02+00:00", "reason": "SuccessfulCreate", "text": "new"},
+    ]
+    publish("pods", pod_list(pod("chaos-demo-1-aaaaa"), events=events))
+    dom = get_page(client)
+
+    rows = dom.by_id("k8s-events").find_all(lambda n: n.tag == "li")
+    assert [row.text.split()[-1] for row in rows] == ["new", "old"]
+    assert (
+        "hidden" not in dom.find_all(lambda n: "k8s-panel" in (n.attrs.get("class") or ""))[0].attrs
+    )
+
+
 def test_sparklines_are_drawn_server_side(client: Client) -> None:
     publish("metrics", snapshot())
     dom = get_page(client)
