@@ -11,6 +11,7 @@ import pytest
 from websockets.sync.client import ClientConnection, connect
 
 from chaos import kube
+from chaos.eventwatch import EventWatch
 from chaos.management.commands import watch_pods
 from tests.chaos.stack import (
     chaos_session,
@@ -125,37 +126,45 @@ def test_a_kill_is_seen_by_viewers_and_its_recovery_is_timed(
 
 
 @pytest.mark.django_db
-def test_a_watch_answered_410_relists_and_keeps_watching(
+def test_a_watch_from_a_stale_resource_version_relists_and_keeps_watching(
     devstack: Devstack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """In-process watcher on the real apiserver, as the chaos account.
+    """In-process watcher on the real apiserver, as the chaos account, resuming from
+    resourceVersion "1": long compacted, so the apiserver answers 410 Gone.
 
-    The local apiserver serves even resourceVersion "1" from its watch cache (its history
-    is short), so the 410 is injected at the seam for one call; everything after it (the
-    re-list, the next watch, the kill it reports) is the real apiserver."""
+    A young cluster's watch cache may still reach back that far and replay history
+    instead; then the 410 is injected at the seam for one call. Either way, everything
+    after it (the re-list, the next watch, the kill it reports) is the real apiserver."""
     monkeypatch.setenv("KUBECONFIG", devstack.chaos_kubeconfig)
     monkeypatch.setattr(kube, "_cached", None)
+    monkeypatch.setattr(EventWatch, "start", lambda self: None)
     published: list[tuple[str, Any]] = []
     monkeypatch.setattr(watch_pods, "publish", lambda kind, data: published.append((kind, data)))
-    real_watch = kube.watch_pods
-    answered_gone: list[str] = []
-
-    def watch_once_gone(api: Any, **kwargs: Any) -> Iterator[kube.PodEvent]:
-        if not answered_gone:
-            answered_gone.append(kwargs["resource_version"])
-            raise kube.KubeError("gone", status=410)
-        return real_watch(api, **kwargs)
-
-    monkeypatch.setattr(kube, "watch_pods", watch_once_gone)
     command = watch_pods.Command()
     command.step()  # list
-    first_version = command.resource_version
-    command.step()  # 410
-    assert answered_gone == [first_version]
-    assert command.resource_version is None
-    command.step()  # re-list
     assert command.resource_version
-    assert len(published) == 2
+    command.resource_version = "1"
+    command.step()
+    if command.resource_version is not None:
+        # Served from the watch cache: force the 410 the apiserver would send.
+        real_watch = kube.watch_pods
+        calls: list[str] = []
+
+        def gone_once(api: Any, **kwargs: Any) -> Iterator[kube.PodEvent]:
+            calls.append(kwargs["resource_version"])
+            if len(calls) == 1:
+                raise kube.KubeError("gone", status=410)
+            return real_watch(api, **kwargs)
+
+        monkeypatch.setattr(kube, "watch_pods", gone_once)
+        command.step()
+    assert command.resource_version is None, "a 410 drops the stale version"
+    assert command.failures == 0
+    frames_before = len(published)
+    command.step()  # re-list
+    assert command.resource_version not in (None, "1")
+    assert len(published) == frames_before + 1
+    assert len(published[-1][1]["pods"]) >= 3
 
     victim = pods(devstack)[0]["metadata"]["name"]
     devstack.kubectl("-n", "chaos-demo", "delete", "pod", victim, "--wait=false")
