@@ -122,7 +122,7 @@ async def connect_viewers(ws_url: str, crowd: list[Viewer]) -> list[asyncio.Task
     return tasks
 
 
-async def run(base: str, viewers: int, kills: int) -> None:
+async def run(base: str, viewers: int, kills: int, warmup: int) -> None:
     crowd = [Viewer() for _ in range(viewers)]
     started = time.monotonic()
     tasks = await connect_viewers(base.replace("http://", "ws://") + "/ws/infra/", crowd)
@@ -134,7 +134,7 @@ async def run(base: str, viewers: int, kills: int) -> None:
     rounds: list[Round] = []
     posts: list[float] = []
     refused = 0
-    while len(rounds) < kills:
+    while len(rounds) < kills + warmup:
         deadline = time.monotonic() + 60
         while (names := await asyncio.to_thread(healthy_names, base)) is None:
             if time.monotonic() > deadline:
@@ -160,8 +160,9 @@ async def run(base: str, viewers: int, kills: int) -> None:
         seen = [first_seen(v, rnd) for v in crowd]
         gone = [t for t, _ in seen if t is not None]
         back = [h for _, h in seen if h is not None]
+        label = "warm-up" if len(rounds) <= warmup else f"kill {len(rounds) - warmup}/{kills}"
         print(
-            f"kill {len(rounds)}/{kills}: {rnd.victim}: POST answered in "
+            f"{label}: {rnd.victim}: POST answered in "
             f"{posted * 1000:.0f} ms; Terminating seen by {len(gone)}/{viewers}, the last "
             f"after {max(gone, default=float('nan')) * 1000:.0f} ms; replacement Ready seen "
             f"by {len(back)}/{viewers}, the last after {max(back, default=float('nan')):.2f} s",
@@ -171,8 +172,14 @@ async def run(base: str, viewers: int, kills: int) -> None:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
 
+    # The first press after the processes start (and the crowd connects) pays one-time
+    # costs; --warmup rounds are shown above but kept out of the percentiles.
+    rounds, posts = rounds[warmup:], posts[warmup:]
     print()
-    print(f"viewers={viewers} kills={kills} (one web process, one watcher), {refused} refused")
+    print(
+        f"viewers={viewers} kills={kills} after {warmup} warm-up (one web process, one "
+        f"watcher), {refused} presses refused"
+    )
     print(summary("POST answered", posts))
     for index, what in ((0, "the victim Terminating"), (1, "the replacement Running+Ready")):
         every: list[float] = []
@@ -229,6 +236,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--viewers", type=int, default=1000)
     parser.add_argument("--kills", type=int, default=10)
+    parser.add_argument(
+        "--warmup", type=int, default=1, help="kills first, shown but not counted (default 1)"
+    )
     parser.add_argument("--url", help="measure an already running app instead of starting one")
     args = parser.parse_args()
 
@@ -257,7 +267,7 @@ def main() -> None:
         base, procs = start_app(env, workdir)
         print(f"app: {base} (logs in {workdir})", flush=True)
     try:
-        asyncio.run(run(base, args.viewers, args.kills))
+        asyncio.run(run(base, args.viewers, args.kills, args.warmup))
     finally:
         for proc in procs:
             proc.terminate()
