@@ -60,6 +60,9 @@ def cluster(monkeypatch: pytest.MonkeyPatch) -> ScriptedCluster:
         pods=[pod(f"web-{i}", uid=f"u{i}", created=now - timedelta(minutes=5)) for i in range(3)]
     )
     monkeypatch.setattr(kube, "core_api", lambda: object())
+    # The worker closes stale connections each step; inside a test's transaction that
+    # would close the transaction's connection (as Django's own test client avoids).
+    monkeypatch.setattr(watch_pods, "close_old_connections", lambda: None)
     # The events feed has its own tests (test_narration.py); no thread here.
     monkeypatch.setattr(EventWatch, "start", lambda self: None)
     monkeypatch.setattr(kube, "list_pods", scripted.list_pods)

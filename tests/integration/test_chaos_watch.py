@@ -138,6 +138,7 @@ def test_a_watch_from_a_stale_resource_version_relists_and_keeps_watching(
     monkeypatch.setenv("KUBECONFIG", devstack.chaos_kubeconfig)
     monkeypatch.setattr(kube, "_cached", None)
     monkeypatch.setattr(EventWatch, "start", lambda self: None)
+    monkeypatch.setattr(watch_pods, "close_old_connections", lambda: None)
     published: list[tuple[str, Any]] = []
     monkeypatch.setattr(watch_pods, "publish", lambda kind, data: published.append((kind, data)))
     command = watch_pods.Command()
