@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from websockets.sync.client import ClientConnection, connect
 
 from chaos import kube
@@ -182,3 +184,44 @@ def test_a_watch_from_a_stale_resource_version_relists_and_keeps_watching(
         assert time.monotonic() < deadline, f"watch did not report the kill: {published[-3:]}"
         command.step()
     assert command.failures == 0
+
+
+def test_one_watcher_leads_and_a_standby_takes_over_when_it_dies(
+    devstack: Devstack, web_server: WebServer, start_process: StartProcess, tmp_path: Path
+) -> None:
+    url = web_server()
+    env = devstack.app_env()
+    first = start_process(manage("watch_pods"), env, name="watcher-a")
+    time.sleep(2)  # let the first one take the lock
+    second = start_process(manage("watch_pods"), env, name="watcher-b")
+
+    def leading(name: str) -> bool:
+        return any("watcher: leading" in p.read_text() for p in tmp_path.glob(f"{name}-*.log"))
+
+    deadline = time.monotonic() + 20
+    while not leading("watcher-a"):
+        assert time.monotonic() < deadline, "the first watcher never led"
+        time.sleep(0.2)
+    time.sleep(3)
+    assert not leading("watcher-b"), "two watchers led at once"
+
+    first.kill()  # no goodbye: the standby must wait out the lock's TTL
+    first.wait(timeout=10)
+    deadline = time.monotonic() + watch_pods.Command.lock_ttl_s + 10
+    while not leading("watcher-b"):
+        assert time.monotonic() < deadline, "the standby did not take over"
+        time.sleep(0.2)
+
+    before = {p["metadata"]["name"] for p in pods(devstack)}
+    victim = sorted(before)[0]
+    devstack.kubectl("-n", "chaos-demo", "delete", "pod", victim, "--wait=false")
+    deadline = time.monotonic() + 30
+    while True:
+        shown = requests.get(f"{url}/api/infra/snapshot", timeout=5).json()["pods"] or {}
+        names = {p["name"]: p["status"] for p in shown.get("pods", [])}
+        # Seen dying, or already replaced: either way the new leader is watching.
+        if names.get(victim) == "Terminating" or (victim not in names and names.keys() - before):
+            break
+        assert time.monotonic() < deadline, f"the new leader did not report the kill: {names}"
+        time.sleep(0.2)
+    assert second.poll() is None
