@@ -261,3 +261,17 @@ def test_a_kill_gets_its_recovery_recorded_and_announced(
     )
     command.step()
     assert len([kind for kind, _ in frames if kind == "chaos"]) == 2, "announced once each"
+
+
+def test_an_events_thread_from_a_lost_leadership_never_publishes(
+    cluster: ScriptedCluster, frames: list[tuple[str, Any]]
+) -> None:
+    command = watch_pods.Command()
+    command.step()
+    old_watch = command.event_watch
+    assert old_watch is not None
+    old_watch.on_change()
+    assert len(frames) == 2  # while leading, a feed change publishes the pods frame
+    command.on_leadership_lost()
+    old_watch.on_change()
+    assert len(frames) == 2

@@ -76,14 +76,25 @@ class Command(WorkerCommand):
             self.feed = EventFeed()
 
     def _ensure_event_watch(self) -> None:
-        if self.event_watch is None:
-            self.event_watch = EventWatch(
-                namespace=settings.CHAOS_NAMESPACE,
-                feed=self.feed,
-                on_change=self._publish_pods,
-                stopped=self.stopping.is_set,
-            )
-            self.event_watch.start()
+        if self.event_watch is not None:
+            return
+        watch: EventWatch | None = None
+
+        def on_change() -> None:
+            # A thread from a lost leadership may still be reading its last watch call:
+            # it must never publish (the state it would publish from has been reset).
+            with self.lock:
+                if watch is not None and watch is self.event_watch:
+                    self._publish_pods()
+
+        watch = EventWatch(
+            namespace=settings.CHAOS_NAMESPACE,
+            feed=self.feed,
+            on_change=on_change,
+            stopped=self.stopping.is_set,
+        )
+        self.event_watch = watch
+        watch.start()
 
     def step(self) -> bool:
         close_old_connections()
