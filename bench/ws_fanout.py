@@ -13,14 +13,20 @@ process's memory per connection. Not a test: it prints numbers (issue 3's target
                      group and the channel layer delivers to each one
 
 Needs Redis: --redis-url, else $REDIS_URL, else the devstack's Redis (database 15).
-The clients run in this process (asyncio + websockets) on the same machine, so their own
-CPU time is part of the measured latency: the numbers are an upper bound.
+
+The clients share the machine with the server. So that their own CPU time does not pass
+for the server's, only every --sample'th client (default 10) is a full `websockets`
+client that timestamps each frame as it arrives; the others are raw sockets that do
+the handshake and then leave the frames in their kernel receive buffers, to be read
+and counted after the last publish (K frames of ~3 KB fit in a default buffer). The
+server does the same work for both. Lost = frames any client did not get.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import os
 import random
 import resource
@@ -104,9 +110,20 @@ APPS = {
 
 @dataclass
 class Client:
+    """A timed viewer: a `websockets` client that notes when each frame arrives."""
+
     received: dict[float, float] = field(default_factory=dict)  # sent ts -> receipt time
     error: str | None = None
     ws: Any = None
+    settled: asyncio.Event = field(default_factory=asyncio.Event)  # connected or failed
+
+
+@dataclass
+class Passive:
+    """A viewer that reads nothing until the end: a raw socket after the handshake."""
+
+    sock: socket.socket
+    buffered: bytes
 
 
 def default_redis_url() -> str:
@@ -206,6 +223,7 @@ async def run_client(url: str, origin: str, client: Client, ready: asyncio.Semap
                 compression=None,  # daphne never accepts it: do not offer it
             )
         client.ws = connection
+        client.settled.set()
         async for message in connection:
             now = time.time()
             ts = frame_ts(message if isinstance(message, str) else message.decode())
@@ -213,6 +231,64 @@ async def run_client(url: str, origin: str, client: Client, ready: asyncio.Semap
                 client.received[ts] = now
     except Exception as exc:
         client.error = f"{type(exc).__name__}: {exc}"
+    finally:
+        client.settled.set()
+
+
+async def connect_passive(port: int, origin: str, gate: asyncio.Semaphore) -> Passive:
+    loop = asyncio.get_running_loop()
+    sock = socket.socket()
+    sock.setblocking(False)
+    key = base64.b64encode(os.urandom(16)).decode()
+    request = (
+        f"GET /ws/infra/ HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+        f"Origin: {origin}\r\n\r\n"
+    )
+    async with gate:
+        await loop.sock_connect(sock, ("127.0.0.1", port))
+        await loop.sock_sendall(sock, request.encode())
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = await asyncio.wait_for(loop.sock_recv(sock, 65536), 60)
+            if not chunk:
+                raise ConnectionError("closed during the handshake")
+            head += chunk
+    status, _, rest = head.partition(b"\r\n\r\n")
+    if b" 101 " not in status.split(b"\r\n", 1)[0]:
+        raise ConnectionError(status.split(b"\r\n", 1)[0].decode())
+    return Passive(sock, rest)
+
+
+def read_passive(client: Passive) -> list[str]:
+    """Everything the server sent, as text frames (server frames are never masked).
+
+    Called after the drain period: what was sent is in the kernel buffer by now, so the
+    non-blocking reads stop at the first EAGAIN instead of waiting on each socket.
+    """
+    data = bytearray(client.buffered)
+    while True:
+        try:
+            chunk = client.sock.recv(1 << 20)
+        except BlockingIOError:
+            break
+        if not chunk:
+            break
+        data += chunk
+    client.sock.close()
+    texts, i = [], 0
+    while i + 2 <= len(data):
+        opcode, length, j = data[i] & 0x0F, data[i + 1] & 0x7F, i + 2
+        if length == 126:
+            length, j = int.from_bytes(data[j : j + 2], "big"), j + 2
+        elif length == 127:
+            length, j = int.from_bytes(data[j : j + 8], "big"), j + 8
+        if j + length > len(data):
+            break
+        if opcode == 1:
+            texts.append(data[j : j + length].decode())
+        i = j + length
+    return texts
 
 
 def publish_one() -> float:
@@ -233,6 +309,9 @@ def start_web(
             "daphne",
             "-v",
             "0",  # no access log line per connection: that is logging cost, not fan-out
+            # The raw-socket viewers never answer pings; keepalive is not measured here.
+            "--ping-interval",
+            "3600",
             "-e",
             f"tcp:port={port}:interface=127.0.0.1:backlog=4096",
             APPS[mode],
@@ -258,68 +337,90 @@ async def wait_listening(port: int, proc: subprocess.Popen[bytes], within_s: flo
     raise TimeoutError("the web process did not listen in time")
 
 
-async def bench(mode: str, n: int, k: int, interval: float, redis_url: str) -> dict[str, Any]:
+async def bench(
+    mode: str, n: int, k: int, interval: float, sample: int, warmup: int, redis_url: str
+) -> dict[str, Any]:
     port = free_port()
     url, origin = f"ws://127.0.0.1:{port}/ws/infra/", f"http://127.0.0.1:{port}"
     with tempfile.NamedTemporaryFile(
         "wb", prefix=f"ws-fanout-{mode}-", suffix=".log", delete=False
     ) as log:
         proc = start_web(mode, redis_url, n, port, log)
+    timed: list[Client] = []
+    tasks: list[asyncio.Task[None]] = []
+    passive: list[Passive] = []
     try:
         await wait_listening(port, proc)
         # One viewer first, so imports, connection pools and the hub exist before the
         # "before" reading: what is left to measure is the cost of each connection.
         warm = Client()
-        warm_task = asyncio.create_task(run_client(url, origin, warm, asyncio.Semaphore(1)))
+        tasks.append(asyncio.create_task(run_client(url, origin, warm, asyncio.Semaphore(1))))
         await asyncio.sleep(1.0)
         await asyncio.to_thread(publish_one)
         await asyncio.sleep(0.5)
         rss_before = rss_kib(proc.pid)
 
-        clients = [Client() for _ in range(n)]
         gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
         started = time.monotonic()
-        tasks = [asyncio.create_task(run_client(url, origin, c, gate)) for c in clients]
-        while sum(1 for c in clients if c.ws is not None or c.error) < n:
-            await asyncio.sleep(0.2)
-            if time.monotonic() - started > 300:
-                break
+        n_timed = len(range(0, n, sample))
+        timed = [Client() for _ in range(n_timed)]
+        tasks += [asyncio.create_task(run_client(url, origin, c, gate)) for c in timed]
+        results = await asyncio.gather(
+            *(connect_passive(port, origin, gate) for _ in range(n - n_timed)),
+            return_exceptions=True,
+        )
+        passive = [r for r in results if isinstance(r, Passive)]
+        errors = [f"{type(r).__name__}: {r}" for r in results if isinstance(r, BaseException)]
+        await asyncio.gather(*(c.settled.wait() for c in timed))
         connect_s = time.monotonic() - started
-        connected = sum(1 for c in clients if c.ws is not None)
+        connected = len(passive) + sum(1 for c in timed if c.ws is not None)
         await asyncio.sleep(2.0)  # first frames delivered, memory settled
         rss_after = rss_kib(proc.pid)
 
+        # Unmeasured frames first if asked: the garbage collector's debt from connecting
+        # N sockets in a few seconds (a full collection of ~170 objects per socket) is
+        # paid here rather than during the measured frames, as in a steady state.
+        for _ in range(warmup):
+            await asyncio.to_thread(publish_one)
+            await asyncio.sleep(interval)
         sent: list[float] = []
         for _ in range(k):
             sent.append(await asyncio.to_thread(publish_one))
             await asyncio.sleep(interval)
         await asyncio.sleep(DRAIN_S)
 
-        latencies = [
-            (c.received[ts] - ts) * 1000 for c in clients for ts in sent if ts in c.received
+        wanted = set(sent)
+        latencies = sorted(
+            (c.received[ts] - ts) * 1000 for c in timed for ts in sent if ts in c.received
+        )
+        per_message = [
+            sorted((c.received[ts] - ts) * 1000 for c in timed if ts in c.received) for ts in sent
         ]
-        expected = connected * k
-        lost = expected - len(latencies)
-        for c in (*clients, warm):
+        got = len(latencies)
+        for client in passive:
+            got += sum(1 for text in read_passive(client) if frame_ts(text) in wanted)
+        lost = connected * k - got
+        errors += [c.error for c in timed if c.error]
+        for c in (*timed, warm):
             if c.ws is not None:
                 await c.ws.close()
-        for task in (*tasks, warm_task):
-            task.cancel()
-        await asyncio.gather(*tasks, warm_task, return_exceptions=True)
     finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for client in passive:
+            client.sock.close()
         proc.send_signal(signal.SIGTERM)
         try:
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             proc.kill()
-    latencies.sort()
-    errors = [c.error for c in clients if c.error]
     return {
         "mode": mode,
         "clients": n,
         "connected": connected,
         "connect_s": connect_s,
-        "messages": k,
+        "timed": n_timed,
         "p50_ms": statistics.median(latencies) if latencies else float("nan"),
         "p99_ms": latencies[int(0.99 * (len(latencies) - 1))] if latencies else float("nan"),
         "max_ms": latencies[-1] if latencies else float("nan"),
@@ -329,6 +430,8 @@ async def bench(mode: str, n: int, k: int, interval: float, redis_url: str) -> d
         "rss_after_mib": rss_after / 1024,
         "errors": errors[:3],
         "log": log.name,
+        # (first, median, last) receipt of each message among the timed viewers, in ms
+        "per_message": [(m[0], m[len(m) // 2], m[-1]) for m in per_message if m],
     }
 
 
@@ -339,9 +442,20 @@ def main() -> None:
     parser.add_argument("--clients", type=int, nargs="+", default=[1000, 5000], metavar="N")
     parser.add_argument("--messages", type=int, default=20, metavar="K")
     parser.add_argument("--interval", type=float, default=1.0, help="seconds between publishes")
+    parser.add_argument(
+        "--sample", type=int, default=10, help="time every SAMPLE'th client (1 = all)"
+    )
     parser.add_argument("--mode", choices=[*APPS, "both"], default="process")
+    parser.add_argument(
+        "--warmup", type=int, default=0, help="unmeasured snapshots published before the K"
+    )
     parser.add_argument("--redis-url", default=default_redis_url())
+    parser.add_argument(
+        "--verbose", action="store_true", help="also print each message's first/median/last"
+    )
     args = parser.parse_args()
+    # Stopped from outside (timeout, kill): unwind, so the web process is stopped too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit("stopped by SIGTERM"))
 
     raise_fd_limit(max(args.clients) * 2 + 1024)  # inherited by the web process
     os.environ.update(app_env(args.redis_url, max(args.clients)))
@@ -350,7 +464,10 @@ def main() -> None:
     django.setup()
 
     modes = list(APPS) if args.mode == "both" else [args.mode]
-    print(f"redis {args.redis_url}; K={args.messages} snapshots every {args.interval} s")
+    print(
+        f"redis {args.redis_url}; K={args.messages} snapshots every {args.interval} s "
+        f"after {args.warmup} unmeasured; every {args.sample}th viewer timed"
+    )
     header = (
         f"{'mode':<13} {'N':>5} {'conn':>5} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} "
         f"{'lost':>6} {'KiB/conn':>8} {'RSS MiB':>13}"
@@ -358,7 +475,11 @@ def main() -> None:
     print(header)
     for mode in modes:
         for n in args.clients:
-            r = asyncio.run(bench(mode, n, args.messages, args.interval, args.redis_url))
+            r = asyncio.run(
+                bench(
+                    mode, n, args.messages, args.interval, args.sample, args.warmup, args.redis_url
+                )
+            )
             print(
                 f"{r['mode']:<13} {r['clients']:>5} {r['connected']:>5} {r['p50_ms']:>8.1f} "
                 f"{r['p99_ms']:>8.1f} {r['max_ms']:>8.1f} {r['lost']:>6} "
@@ -366,6 +487,9 @@ def main() -> None:
                 f"{r['rss_before_mib']:>5.0f}->{r['rss_after_mib']:<5.0f}",
                 flush=True,
             )
+            if args.verbose:
+                print("    per message (first/median/last ms):", end="")
+                print(" ".join(f"{a:.0f}/{b:.0f}/{c:.0f}" for a, b, c in r["per_message"]))
             if r["errors"]:
                 print(f"    client errors (first 3): {r['errors']}; web log: {r['log']}")
 
