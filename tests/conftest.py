@@ -160,6 +160,22 @@ def start_process(tmp_path: Path) -> Iterator[StartProcess]:
             proc.kill()
 
 
+def daphne_command(port: int) -> list[str]:
+    """The web process as the Procfile runs it, on a port of the test's choosing."""
+    return [
+        sys.executable,
+        "-m",
+        "daphne",
+        "-v",
+        "0",
+        "-b",
+        "127.0.0.1",
+        "-p",
+        str(port),
+        "infra_site.asgi:application",
+    ]
+
+
 @pytest.fixture
 def web_server(devstack: Devstack, start_process: StartProcess) -> Callable[..., str]:
     """Starts a daphne web process on a free port; returns its base URL."""
@@ -167,16 +183,7 @@ def web_server(devstack: Devstack, start_process: StartProcess) -> Callable[...,
     def start(**overrides: str) -> str:
         port = free_port()
         start_process(
-            [
-                sys.executable,
-                "-m",
-                "daphne",
-                "-b",
-                "127.0.0.1",
-                "-p",
-                str(port),
-                "infra_site.asgi:application",
-            ],
+            daphne_command(port),
             devstack.app_env(**overrides),
             name=f"web-{port}",
         )

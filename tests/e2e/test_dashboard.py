@@ -6,7 +6,6 @@ from __future__ import annotations
 import random
 import re
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -14,7 +13,14 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Devstack, StartProcess, free_port, manage, wait_http
+from tests.conftest import (
+    Devstack,
+    StartProcess,
+    daphne_command,
+    free_port,
+    manage,
+    wait_http,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 
@@ -54,16 +60,7 @@ def start_web(
     """A daphne on a given port (the `web_server` fixture picks its own, and a restart must
     come back on the same one)."""
     proc = start_process(
-        [
-            sys.executable,
-            "-m",
-            "daphne",
-            "-b",
-            "127.0.0.1",
-            "-p",
-            str(port),
-            "infra_site.asgi:application",
-        ],
+        daphne_command(port),
         {**app_env, **env},
         name=f"web-{port}",
     )

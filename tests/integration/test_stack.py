@@ -17,6 +17,7 @@ import requests
 from kubernetes import client, config, watch
 
 from tests.conftest import ROOT, STATE_DIR, Devstack
+from tests.integration.scrape import promql
 
 pytestmark = pytest.mark.integration
 
@@ -26,14 +27,6 @@ SELECTOR = "app=chaos-demo"
 
 def admin_api(devstack: Devstack) -> client.CoreV1Api:
     return client.CoreV1Api(config.new_client_from_config(config_file=devstack.admin_kubeconfig))
-
-
-def promql(devstack: Devstack, query: str) -> list[dict[str, object]]:
-    body = requests.get(
-        f"{devstack.prometheus_url}/api/v1/query", params={"query": query}, timeout=5
-    ).json()
-    assert body["status"] == "success", body
-    return list(body["data"]["result"])
 
 
 def wait_ready(devstack: Devstack, replicas: int = 3, timeout: int = 120) -> None:
