@@ -27,11 +27,17 @@ STANDBY_RETRY_S = 1.0
 
 class WorkerCommand(BaseCommand):
     lock_name: str = ""
-    lock_ttl_s: float = 10.0
+    # Short, so a standby takes over within a few seconds of the leader dying. A heartbeat
+    # thread renews it, so a step may take longer than the TTL (a 5 s watch call does).
+    lock_ttl_s: float = 4.0
+    # A leader whose loop has not come round for this long is hung: its heartbeat stops
+    # renewing, so a standby takes over instead of the dashboard freezing for everyone.
+    max_step_s: float = 60.0
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.stopping = threading.Event()
+        self.progress_at = time.monotonic()
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--once", action="store_true", help="run one step and exit")
@@ -64,6 +70,21 @@ class WorkerCommand(BaseCommand):
             ) from exc
         log.info("%s: metrics on port %d", self.lock_name, port)
 
+    def heartbeat(self, lock: LeaderLock) -> None:
+        """Renews the lock while this process leads and its loop is alive."""
+        while not self.stopping.wait(self.lock_ttl_s / 4):
+            if not lock.held:
+                continue
+            if time.monotonic() - self.progress_at > self.max_step_s:
+                log.error(
+                    "%s: no progress for %.0f s, letting the lock lapse",
+                    self.lock_name,
+                    self.max_step_s,
+                )
+                lock.held = False
+                continue
+            lock.acquire_or_renew()
+
     def handle(self, *args: Any, **options: Any) -> None:
         if options["once"]:
             self.step()
@@ -76,11 +97,14 @@ class WorkerCommand(BaseCommand):
         leading = False
         leading_gauge = WORKER_LEADING.labels(worker=self.lock_name)
         leading_gauge.set(0)
+        threading.Thread(target=self.heartbeat, args=(lock,), daemon=True).start()
         try:
             while not self.stopping.is_set():
+                self.progress_at = time.monotonic()
                 if deadline is not None and time.monotonic() >= deadline:
                     break
-                if lock.acquire_or_renew():
+                # While leading, the heartbeat keeps `held` true, or clears it when lost.
+                if lock.held or lock.acquire_or_renew():
                     if not leading:
                         log.info("%s: leading", self.lock_name)
                         leading_gauge.set(1)
