@@ -25,8 +25,10 @@ log = logging.getLogger(__name__)
 
 # Application-defined (4000-4999), mirroring HTTP 429: this client has too many open.
 CLOSE_TOO_MANY_FROM_CLIENT = 4429
-# RFC 6455 "Try Again Later": this server is full; another replica may not be.
-CLOSE_TRY_AGAIN_LATER = 1013
+# This server is full; another replica may not be. Mirrors HTTP 503. (RFC 6455's own
+# 1013 "Try Again Later" would fit, but daphne's websocket library only lets an
+# application send 1000 or 3000-4999, and answers anything else with 1011.)
+CLOSE_TRY_AGAIN_LATER = 4503
 
 ASGIApp = Any  # channels' and Django's ASGI callables have no shared static type
 

@@ -9,7 +9,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from infra_site.wscap import CLOSE_TOO_MANY_FROM_CLIENT
+from infra_site.wscap import CLOSE_TOO_MANY_FROM_CLIENT, CLOSE_TRY_AGAIN_LATER
 from tests.conftest import Devstack, StartProcess, free_port, manage, wait_http
 from tests.integration.scrape import prometheus_target, wait_promql_value
 
@@ -42,6 +42,21 @@ def test_prometheus_scrapes_the_web_process_and_sees_its_viewers(
             for viewer in viewers:
                 viewer.close()
         wait_promql_value(devstack, f"infra_open_websockets{{{selector}}}", 0)
+
+
+def test_a_full_web_process_closes_new_viewers_with_try_again_later(
+    web_server: Callable[..., str],
+) -> None:
+    url = web_server(WS_MAX_PER_PROCESS="1")
+    ws_url = url.replace("http://", "ws://") + "/ws/infra/"
+    with connect(ws_url, origin=url, open_timeout=10) as first:
+        extra = connect(ws_url, origin=url, open_timeout=10)
+        with pytest.raises(ConnectionClosed) as closed:
+            extra.recv(timeout=10)
+        # The code the cap chose, not the 1011 daphne sends for a code it refuses.
+        assert closed.value.rcvd is not None
+        assert closed.value.rcvd.code == CLOSE_TRY_AGAIN_LATER
+        first.ping().wait(timeout=5)
 
 
 def test_prometheus_scrapes_a_worker_on_its_metrics_port(
