@@ -48,6 +48,7 @@ format: setup
 
 ## bench: websocket fan-out and chaos latency numbers (needs the stack: devstack/up)
 bench: setup
+	devstack/up
 	$(BIN)/python bench/ws_fanout.py
 	$(BIN)/python bench/chaos_latency.py
 
