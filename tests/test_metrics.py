@@ -81,8 +81,14 @@ def test_worker_without_metrics_port_serves_nothing(monkeypatch: pytest.MonkeyPa
 
 
 class FakeLock:
+    """Held for two rounds, then lost (as the heartbeat would record it), never regained."""
+
     def __init__(self, name: str, *, ttl_s: float) -> None:
         self.answers = iter([True, True, False])
+
+    @property
+    def held(self) -> bool:
+        return next(self.answers, False)
 
     def acquire_or_renew(self) -> bool:
         return next(self.answers, False)
@@ -97,6 +103,7 @@ def test_worker_reports_whether_it_leads(monkeypatch: pytest.MonkeyPatch) -> Non
 
     class Leading(WorkerCommand):
         lock_name = "test-leading"
+        lock_ttl_s = 100.0  # keeps the heartbeat thread asleep for the whole test
 
         def step(self) -> bool:
             seen.append(gauge._value.get())
