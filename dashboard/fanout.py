@@ -28,7 +28,7 @@ from typing import Any
 from channels import DEFAULT_CHANNEL_LAYER
 from channels.layers import BaseChannelLayer, get_channel_layer
 
-from dashboard.publish import GROUP, MESSAGE_TYPE, REMEMBERED, alatest_by_kind
+from dashboard.publish import GROUP, MESSAGE_TYPE, REMEMBERED, Kind, alatest_by_kind
 
 log = logging.getLogger(__name__)
 
@@ -213,14 +213,18 @@ class Hub:
         self.latest.clear()
         self.channel_name = None
 
-    async def _seed_from_cache(self) -> None:
-        """Fills in remembered kinds this process has not received from the group."""
+    async def _cached_frames(self) -> dict[Kind, str]:
+        """The latest remembered frames in the cache; none when the cache is unreachable
+        (viewers then wait for the next publish)."""
         try:
-            cached = await alatest_by_kind()
+            return await alatest_by_kind()
         except Exception:
             log.warning("fan-out: cannot read the latest frames from the cache", exc_info=True)
-            return
-        for kind, text in cached.items():
+            return {}
+
+    async def _seed_from_cache(self) -> None:
+        """Fills in remembered kinds this process has not received from the group."""
+        for kind, text in (await self._cached_frames()).items():
             # A frame received from the group meanwhile is at least as new as the cache.
             self.latest.setdefault(kind, text)
 
@@ -265,12 +269,7 @@ class Hub:
         # Frames published while the layer was unreachable are lost; the cache has the
         # latest of each remembered kind, so viewers are current again at once. (No frame
         # can arrive meanwhile: the receive loop has not resumed yet.)
-        try:
-            cached = await alatest_by_kind()
-        except Exception:
-            log.warning("fan-out: cannot read the latest frames from the cache", exc_info=True)
-            return
-        for kind, text in cached.items():
+        for kind, text in (await self._cached_frames()).items():
             if self.latest.get(kind) != text:
                 self.latest[kind] = text
                 frame = (kind, text)
