@@ -13,6 +13,7 @@ django_asgi_app = get_asgi_application()
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
+from chaos import kube  # noqa: E402
 from dashboard.fanout import configure_gc  # noqa: E402
 from dashboard.routing import websocket_urlpatterns  # noqa: E402
 from infra_site.wscap import WebsocketCaps  # noqa: E402
@@ -24,6 +25,11 @@ application = ProtocolTypeRouter(
         "websocket": WebsocketCaps(AllowedHostsOriginValidator(URLRouter(websocket_urlpatterns))),
     }
 )
+
+# The Kubernetes client's generated API module takes about a second to import. The web
+# process pays that at start, not on the first visitor's press; other commands (migrate,
+# the poller) never need it.
+kube.preload()
 
 # Start-up is done: tune the garbage collector for many long-lived websockets (the
 # reasons and the measurements are in dashboard/fanout.py).
