@@ -19,7 +19,7 @@ from tests.chaos.stack import events, wait_healthy
 from tests.conftest import Devstack, StartProcess, free_port, manage
 from tests.e2e.test_dashboard import (
     HEALTHY_THREE,
-    REPLACEMENT_RUNNING,
+    healed_feed_text,
     start_web,
     until,
     visitor,
@@ -80,12 +80,7 @@ def test_every_viewer_sees_the_kill_and_the_recovery_the_backend_measured(
 
         shown: list[str] = []
         for page in (clicker, onlooker):
-            until(page, REPLACEMENT_RUNNING, before, timeout_ms=30_000)
-            until(page, HEALTHY_THREE, timeout_ms=30_000)
-            healed = page.locator('#chaos-feed li[data-healed="true"]').first
-            healed.wait_for(timeout=30_000)
-            text = healed.text_content() or ""
-            assert victim in text
+            text = healed_feed_text(page, victim, before)
             found = re.search(r"healed in (\d+\.\d) s", text)
             assert found, text
             shown.append(found.group(1))

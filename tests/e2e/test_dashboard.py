@@ -117,6 +117,18 @@ def until(page: Any, predicate: str, arg: Any = None, timeout_ms: int = 15_000) 
         time.sleep(0.1)
 
 
+def healed_feed_text(page: Any, victim: str, before: list[str]) -> str:
+    """Waits for the kill to heal as a viewer sees it: a replacement Running, three healthy
+    pods again, and the feed's row for the victim marked healed. Returns that row's text."""
+    until(page, REPLACEMENT_RUNNING, before, timeout_ms=30_000)
+    until(page, HEALTHY_THREE, timeout_ms=30_000)
+    healed = page.locator('#chaos-feed li[data-healed="true"]').first
+    healed.wait_for(timeout=30_000)
+    text = healed.text_content() or ""
+    assert victim in text
+    return text
+
+
 def count_is(selector: str, n: int) -> str:
     return f"() => document.querySelectorAll({selector!r}).length === {n}"
 
@@ -258,12 +270,7 @@ def test_a_kill_is_seen_by_every_viewer_and_the_feed_shows_the_recovery(
     clicker.screenshot(path=str(artifacts / "chaos-terminating-desktop.png"), full_page=True)
 
     for page in (clicker, onlooker):
-        until(page, REPLACEMENT_RUNNING, before, timeout_ms=30_000)
-        until(page, HEALTHY_THREE, timeout_ms=30_000)
-        healed = page.locator('#chaos-feed li[data-healed="true"]').first
-        healed.wait_for(timeout=30_000)
-        text = healed.text_content() or ""
-        assert victim in text
+        text = healed_feed_text(page, victim, before)
         assert re.search(r"healed in \d+\.\d s", text), text
         assert re.fullmatch(r"\d+\.\d", page.text_content("#recovery-p50") or "")
         assert victim in (page.locator("#chaos-history li").first.text_content() or "")
