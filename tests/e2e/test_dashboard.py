@@ -104,6 +104,10 @@ def open_page(browser: Any) -> Iterator[Callable[..., Any]]:
     assert problems == []
 
 
+# Time for a fresh Prometheus to hold two history steps plus one poller refresh.
+HISTORY_TIMEOUT_MS = 150_000
+
+
 def until(page: Any, predicate: str, arg: Any = None, timeout_ms: int = 15_000) -> None:
     """Polls a JS function in the page until it returns true.
 
@@ -173,6 +177,13 @@ def test_page_shows_real_numbers_and_follows_the_cluster_live(
     assert page.locator("#nodes li").count() >= 1
     # A kill from an earlier test may still be healing.
     until(page, HEALTHY_THREE, timeout_ms=CLUSTER_CHANGE_TIMEOUT_MS)
+    # On a Prometheus that has just started (a fresh CI machine) the 30-minute history
+    # needs two 30 s steps of data, and the poller refreshes it once a minute.
+    until(
+        page,
+        "() => !!document.querySelector('#spark-cpu .spark-line').getAttribute('points')",
+        timeout_ms=HISTORY_TIMEOUT_MS,
+    )
     assert page.locator("#spark-cpu .spark-line").get_attribute("points")
     assert page.text_content("#connection") == "live"
     page.screenshot(path=str(artifacts / "dashboard-desktop.png"), full_page=True)
