@@ -23,8 +23,8 @@ ROOT = Path(__file__).resolve().parent.parent
 STATE_DIR = Path(os.environ.get("DEVSTACK_STATE", ROOT / ".devstack"))
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 # Integration tests get a Redis database of their own so they never touch the one a
-# running `make run` uses (database 0).
-TEST_REDIS_DB = 15
+# running `make run` uses (database 0). TEST_REDIS_DB lets two suites run side by side.
+TEST_REDIS_DB = int(os.environ.get("TEST_REDIS_DB", "15"))
 
 
 def unavailable(reason: str) -> None:
