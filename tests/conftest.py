@@ -8,6 +8,7 @@ tests would prove nothing.
 from __future__ import annotations
 
 import os
+import shlex
 import socket
 import subprocess
 import sys
@@ -161,19 +162,20 @@ def start_process(tmp_path: Path) -> Iterator[StartProcess]:
 
 
 def daphne_command(port: int) -> list[str]:
-    """The web process as the Procfile runs it, on a port of the test's choosing."""
-    return [
-        sys.executable,
-        "-m",
-        "daphne",
-        "-v",
-        "0",
-        "-b",
-        "127.0.0.1",
-        "-p",
-        str(port),
-        "infra_site.asgi:application",
-    ]
+    """The web process exactly as the Procfile runs it, on a port of the test's choosing.
+
+    Read from the Procfile, so tests start daphne with the same options (its listen
+    backlog above all) as `make run`, and cannot drift from it.
+    """
+    line = next(
+        line for line in (ROOT / "Procfile").read_text().splitlines() if line.startswith("web:")
+    )
+    program, *args = shlex.split(line.removeprefix("web:"))
+    endpoint = [i for i, arg in enumerate(args) if arg.startswith("tcp:port=8000:")]
+    if program != "daphne" or len(endpoint) != 1:
+        raise ValueError(f"the Procfile's web line is not daphne on tcp:port=8000: {line}")
+    args[endpoint[0]] = args[endpoint[0]].replace("tcp:port=8000:", f"tcp:port={port}:", 1)
+    return [sys.executable, "-m", "daphne", *args]
 
 
 @pytest.fixture
