@@ -34,5 +34,6 @@ RUN DJANGO_SECRET_KEY=collectstatic-only-not-a-secret python manage.py collectst
 USER 10001:10001
 EXPOSE 8000
 # The web process; the poller and watcher Deployments override the command. -v 0 turns
-# off daphne's access log, which would write every visitor's IP address.
-CMD ["daphne", "-v", "0", "-b", "0.0.0.0", "-p", "8000", "infra_site.asgi:application"]
+# off daphne's access log, which would write every visitor's IP address. The endpoint
+# syntax sets a listen backlog of 4096 for reconnect storms (see the Procfile).
+CMD ["daphne", "-v", "0", "-e", "tcp:port=8000:interface=0.0.0.0:backlog=4096", "infra_site.asgi:application"]
