@@ -13,7 +13,7 @@ from prometheus_client import Counter, Gauge, Histogram
 CHAOS_ATTEMPTS = Counter(
     "infra_chaos_attempts",
     "Chaos button presses that passed CSRF, by outcome.",
-    ["outcome"],  # deleted | refused | failed | rate_limited
+    ["outcome"],  # deleted | refused | failed | rate_limited | busy
 )
 RECOVERY_SECONDS = Histogram(
     "infra_chaos_recovery_seconds",
