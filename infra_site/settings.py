@@ -116,8 +116,23 @@ CHAOS_SELECTOR = env_label_selector("CHAOS_SELECTOR", "app=chaos-demo")
 CHAOS_RATE_PER_IP = env_rate("CHAOS_RATE_PER_IP", "3/m")
 CHAOS_RATE_GLOBAL = env_rate("CHAOS_RATE_GLOBAL", "30/m")
 CHAOS_MIN_READY = env_int("CHAOS_MIN_READY", 2, minimum=1)
+# The last share of the global budget (in percent) is kept for visitors who have not
+# pressed within its window, so a handful of addresses cannot lock everyone else out
+# (chaos/ratelimit.py).
+CHAOS_GLOBAL_RESERVE_PERCENT = env_int("CHAOS_GLOBAL_RESERVE_PERCENT", 30)
+if CHAOS_GLOBAL_RESERVE_PERCENT > 90:
+    raise ImproperlyConfigured(
+        f"CHAOS_GLOBAL_RESERVE_PERCENT must be at most 90, not {CHAOS_GLOBAL_RESERVE_PERCENT}."
+    )
 CHAOS_ENABLED = env_bool("CHAOS_ENABLED", True)
 TRUSTED_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 0)
+# One IPv6 subscriber gets a whole prefix (a home usually a /56, a site a /48): visitors
+# are counted per prefix of this length, for the chaos budgets and the websocket caps.
+CLIENT_IPV6_PREFIX = env_int("CLIENT_IPV6_PREFIX", 56, minimum=32)
+if CLIENT_IPV6_PREFIX > 64:
+    raise ImproperlyConfigured(
+        f"CLIENT_IPV6_PREFIX must be between 32 and 64, not {CLIENT_IPV6_PREFIX}."
+    )
 
 ADMIN_URL = env_str("ADMIN_URL", "admin/").strip("/") + "/"
 
@@ -126,6 +141,10 @@ ADMIN_URL = env_str("ADMIN_URL", "admin/").strip("/") + "/"
 # WS_MAX_PER_IP connections on each replica.
 WS_MAX_PER_IP = env_int("WS_MAX_PER_IP", 20, minimum=1)
 WS_MAX_PER_PROCESS = env_int("WS_MAX_PER_PROCESS", 10000, minimum=1)
+# Viewers have nothing to say, so a socket may send only a few frames a second (with a
+# burst allowance) before it is closed with 4400 (dashboard/consumers.py).
+WS_CLIENT_FRAME_RATE = env_float("WS_CLIENT_FRAME_RATE", 2.0, minimum=0.1)
+WS_CLIENT_FRAME_BURST = env_int("WS_CLIENT_FRAME_BURST", 10, minimum=1)
 
 # The poller and the watcher serve their metrics on this port when it is not 0 (the web
 # process serves /metrics itself). In a pod the address must be 0.0.0.0 to be scraped.
@@ -155,6 +174,14 @@ METRICS_ALLOWED_NETWORKS = _networks(
 LOG_FORMAT = env_str("LOG_FORMAT", "text")
 if LOG_FORMAT not in LOG_FORMATS:
     raise ImproperlyConfigured(f"LOG_FORMAT must be text or json, not {LOG_FORMAT!r}.")
+
+# Request bodies: the chaos POST and the admin's forms need a few KB. Larger bodies are
+# refused with 413 by the HTTP layer beneath Django before they are read
+# (infra_site/bodylimit.py), and Django itself keeps no more than this in memory. The
+# ingress refuses them first (proxy-body-size in k8s/app/ingress.yaml, the same number).
+REQUEST_BODY_MAX_BYTES = env_int("REQUEST_BODY_MAX_BYTES", 64 * 1024, minimum=1024)
+DATA_UPLOAD_MAX_MEMORY_SIZE = REQUEST_BODY_MAX_BYTES
+FILE_UPLOAD_MAX_MEMORY_SIZE = REQUEST_BODY_MAX_BYTES
 
 # Ratelimit counters must be shared by every web process, hence the Redis cache; and a
 # Redis outage must answer 503, not let the button through unlimited.
