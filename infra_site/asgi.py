@@ -16,7 +16,12 @@ from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E40
 from chaos import kube  # noqa: E402
 from dashboard.fanout import configure_gc  # noqa: E402
 from dashboard.routing import websocket_urlpatterns  # noqa: E402
+from infra_site import bodylimit  # noqa: E402
 from infra_site.wscap import WebsocketCaps  # noqa: E402
+
+# Bodies over REQUEST_BODY_MAX_BYTES are refused by daphne's HTTP layer, before it would
+# buffer and parse them (infra_site/bodylimit.py).
+bodylimit.install()
 
 application = ProtocolTypeRouter(
     {
