@@ -5,23 +5,53 @@ X-Forwarded-For. That header is a list anyone can prepend to, so only the entrie
 own proxies appended can be believed: with `TRUSTED_PROXY_COUNT = n` the client is the
 n-th entry counted from the right. With 0 (no proxy) the socket address is the client.
 
+When the list is shorter than `n`, or the entry our proxy should have written is not an
+address, the client is UNKNOWN. Never the socket peer: behind a proxy that is the proxy's
+own private address, which would open `/metrics` to the internet and put every visitor in
+one shared bucket. Unknown clients may not press the chaos button, do not get `/metrics`,
+and share one websocket cap; the first one is logged (once per process), so a deploy whose
+proxy count is wrong is obvious at once rather than a flood of lines.
+
 Limits are applied per `rate_key(ip)`, not per address: one IPv6 subscriber usually gets
-a whole /64, so counting single IPv6 addresses would let one visitor be millions.
+a whole prefix (a /56 or /48 for a home), so counting single IPv6 addresses or /64s would
+let one visitor be hundreds. `CLIENT_IPV6_PREFIX` says how long that prefix is.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import logging
+import threading
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from django.conf import settings
 from django.http import HttpRequest
 
-# What a client without a usable address (a unix socket, a test harness) is grouped as.
-# They share one bucket, which errs on the side of limiting.
+log = logging.getLogger(__name__)
+
+# What a client without a usable address is. Never a rate-limit bucket to share out:
+# callers refuse it (chaos, /metrics) or cap it as one client (websockets).
 UNKNOWN = "unknown"
-IPV6_PREFIX = 64
+
+_warned = False
+_warned_lock = threading.Lock()
+
+
+def _warn_once(hops: int, trusted_proxies: int) -> None:
+    global _warned
+    with _warned_lock:
+        if _warned:
+            return
+        _warned = True
+    log.warning(
+        "X-Forwarded-For holds %d usable entries but TRUSTED_PROXY_COUNT is %d: such "
+        "clients are treated as unknown (no chaos presses, no /metrics, one shared "
+        "websocket cap). Check that every trusted proxy appends to X-Forwarded-For. "
+        "Logged once per process.",
+        hops,
+        trusted_proxies,
+    )
 
 
 def _parse(value: str) -> str | None:
@@ -44,20 +74,17 @@ def _parse(value: str) -> str | None:
 def pick_client_ip(
     remote_addr: str | None, forwarded_for: Iterable[str], *, trusted_proxies: int
 ) -> str:
-    """The client address given the socket peer and the X-Forwarded-For header values.
-
-    Falls back to the socket peer when the header has fewer entries than there are
-    trusted proxies (the request did not come through them) or the entry is not an IP:
-    a client must never be able to choose its own rate-limit bucket.
-    """
-    remote = _parse(remote_addr) if remote_addr else None
-    if trusted_proxies > 0:
-        hops = [hop for header in forwarded_for for hop in header.split(",") if hop.strip()]
-        if len(hops) >= trusted_proxies:
-            found = _parse(hops[-trusted_proxies])
-            if found is not None:
-                return found
-    return remote or UNKNOWN
+    """The client address given the socket peer and the X-Forwarded-For header values,
+    or UNKNOWN: a client must never be able to choose its own rate-limit bucket, and a
+    missing proxy entry must never make the proxy the client."""
+    if trusted_proxies <= 0:
+        return (_parse(remote_addr) if remote_addr else None) or UNKNOWN
+    hops = [hop for header in forwarded_for for hop in header.split(",") if hop.strip()]
+    found = _parse(hops[-trusted_proxies]) if len(hops) >= trusted_proxies else None
+    if found is None:
+        _warn_once(len(hops), trusted_proxies)
+        return UNKNOWN
+    return found
 
 
 def _trusted(trusted_proxies: int | None) -> int:
@@ -86,14 +113,16 @@ def scope_client_ip(scope: Mapping[str, Any], *, trusted_proxies: int | None = N
     return pick_client_ip(remote, forwarded, trusted_proxies=_trusted(trusted_proxies))
 
 
-def rate_key(ip: str) -> str:
-    """The bucket an address is limited in: itself for IPv4, its /64 for IPv6."""
+def rate_key(ip: str, *, ipv6_prefix: int | None = None) -> str:
+    """The bucket an address is limited in: itself for IPv4, its prefix for IPv6
+    (`CLIENT_IPV6_PREFIX` bits, /56 by default). UNKNOWN stays UNKNOWN."""
     try:
         address = ipaddress.ip_address(ip)
     except ValueError:
         return UNKNOWN
     if isinstance(address, ipaddress.IPv6Address):
-        return str(ipaddress.IPv6Network((address, IPV6_PREFIX), strict=False))
+        prefix = int(settings.CLIENT_IPV6_PREFIX) if ipv6_prefix is None else ipv6_prefix
+        return str(ipaddress.IPv6Network((address, prefix), strict=False))
     return str(address)
 
 

@@ -1,8 +1,14 @@
 from __future__ import annotations
 
+import ipaddress
+import logging
+
 import pytest
 from django.test import RequestFactory, override_settings
+from hypothesis import given
+from hypothesis import strategies as st
 
+from infra_site import clientip
 from infra_site.clientip import (
     UNKNOWN,
     pick_client_ip,
@@ -25,11 +31,13 @@ from infra_site.clientip import (
         ("10.0.0.5", ["1.2.3.4, 203.0.113.7, 10.0.0.9"], 2, "203.0.113.7"),
         # Two X-Forwarded-For headers count as one list, in order.
         ("10.0.0.5", ["1.2.3.4", "203.0.113.7"], 1, "203.0.113.7"),
-        # Fewer hops than trusted proxies: the request bypassed them; use the socket.
-        ("10.0.0.5", ["203.0.113.7"], 2, "10.0.0.5"),
-        ("10.0.0.5", [], 1, "10.0.0.5"),
-        # Garbage where the proxy's entry should be: the socket, never the garbage.
-        ("10.0.0.5", ["1.2.3.4, not-an-ip"], 1, "10.0.0.5"),
+        # Fewer hops than trusted proxies: the client is unknown, never the socket peer
+        # (behind a proxy that is the proxy itself).
+        ("10.0.0.5", ["203.0.113.7"], 2, UNKNOWN),
+        ("10.0.0.5", [], 1, UNKNOWN),
+        ("10.0.0.5", [" , "], 1, UNKNOWN),
+        # Garbage where the proxy's entry should be: unknown, never the garbage.
+        ("10.0.0.5", ["1.2.3.4, not-an-ip"], 1, UNKNOWN),
         # Ports and brackets some proxies add.
         ("10.0.0.5", ["203.0.113.7:51234"], 1, "203.0.113.7"),
         ("10.0.0.5", ["[2001:db8::1]:443"], 1, "2001:db8::1"),
@@ -71,12 +79,48 @@ def test_scope_without_client_is_unknown() -> None:
     assert scope_client_ip({"type": "websocket", "headers": []}, trusted_proxies=0) == UNKNOWN
 
 
-def test_rate_key_groups_ipv6_by_64() -> None:
+def test_rate_key_groups_ipv6_by_56_by_default() -> None:
     assert rate_key("203.0.113.7") == "203.0.113.7"
-    assert rate_key("2001:db8:1:2:aaaa::1") == "2001:db8:1:2::/64"
-    assert rate_key("2001:db8:1:2:bbbb::9") == rate_key("2001:db8:1:2:aaaa::1")
-    assert rate_key("2001:db8:1:3::1") != rate_key("2001:db8:1:2::1")
+    assert rate_key("2001:db8:1:2:aaaa::1") == "2001:db8:1::/56"
+    # A home's /56 holds 256 /64s: they are one visitor.
+    assert rate_key("2001:db8:1:ff::9") == rate_key("2001:db8:1:2:aaaa::1")
+    assert rate_key("2001:db8:1:100::1") != rate_key("2001:db8:1:2::1")
     assert rate_key(UNKNOWN) == UNKNOWN
+
+
+@override_settings(CLIENT_IPV6_PREFIX=48)
+def test_the_ipv6_prefix_is_a_setting() -> None:
+    assert rate_key("2001:db8:1:ff00::1") == "2001:db8:1::/48"
+    assert rate_key("2001:db8:1:ff00::1", ipv6_prefix=64) == "2001:db8:1:ff00::/64"
+    assert rate_key("198.51.100.9") == "198.51.100.9"
+
+
+@given(
+    st.integers(min_value=0, max_value=2**128 - 1),
+    st.integers(min_value=0, max_value=2**128 - 1),
+    st.integers(min_value=32, max_value=64),
+)
+def test_two_ipv6_addresses_share_a_bucket_exactly_when_their_prefixes_match(
+    a: int, b: int, prefix: int
+) -> None:
+    first, second = ipaddress.IPv6Address(a), ipaddress.IPv6Address(b)
+    if first.ipv4_mapped or second.ipv4_mapped:
+        return  # those are IPv4 clients (see _parse), not IPv6 ones
+    same = (a >> (128 - prefix)) == (b >> (128 - prefix))
+    key_a = rate_key(str(first), ipv6_prefix=prefix)
+    assert (key_a == rate_key(str(second), ipv6_prefix=prefix)) == same
+    assert key_a.endswith(f"/{prefix}")
+
+
+def test_a_short_chain_is_logged_once_per_process(caplog: pytest.LogCaptureFixture) -> None:
+    clientip._warned = False
+    with caplog.at_level(logging.WARNING, logger="infra_site.clientip"):
+        for _ in range(3):
+            assert pick_client_ip("10.0.0.5", [], trusted_proxies=1) == UNKNOWN
+        assert pick_client_ip("10.0.0.5", ["203.0.113.7"], trusted_proxies=1) == "203.0.113.7"
+    warnings = [r for r in caplog.records if "TRUSTED_PROXY_COUNT" in r.getMessage()]
+    assert len(warnings) == 1
+    assert "10.0.0.5" not in warnings[0].getMessage()
 
 
 @override_settings(TRUSTED_PROXY_COUNT=1)
@@ -84,4 +128,4 @@ def test_ratelimit_key_uses_the_forwarded_client() -> None:
     request = RequestFactory().post(
         "/api/infra/chaos", REMOTE_ADDR="10.0.0.5", HTTP_X_FORWARDED_FOR="2001:db8::7"
     )
-    assert ratelimit_key("chaos", request) == "2001:db8::/64"
+    assert ratelimit_key("chaos", request) == "2001:db8::/56"

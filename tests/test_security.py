@@ -178,10 +178,10 @@ async def test_one_ipv6_subscriber_is_one_client(
 ) -> None:
     app = WebsocketCaps(URLRouter(websocket_urlpatterns), max_per_ip=1, max_per_process=100)
     await connect(app, "2001:db8:5:6::1", communicators)
-    # Same /64, different address: the same subscriber.
-    second = await connect(app, "2001:db8:5:6::2", communicators)
+    # Same /56 (CLIENT_IPV6_PREFIX), another /64 in it: the same subscriber.
+    second = await connect(app, "2001:db8:5:7::2", communicators)
     assert await close_code(second) == CLOSE_TOO_MANY_FROM_CLIENT
-    elsewhere = await connect(app, "2001:db8:5:7::1", communicators)
+    elsewhere = await connect(app, "2001:db8:5:100::1", communicators)
     assert await close_code(elsewhere) is None
 
 
