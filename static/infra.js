@@ -5,8 +5,21 @@
 
 // dashboard/routing.py; websocket routes cannot be reversed from a template.
 const WS_PATH = "/ws/infra/";
-const BACKOFF_BASE_MS = 500;
-const BACKOFF_CAP_MS = 30_000;
+// Close codes that say why the server ended a connection (dashboard/consumers.py,
+// infra_site/wscap.py); they decide when, and how eagerly, to come back.
+const CLOSE_TOO_SLOW = 4408; // this page fell behind: a fresh connection catches it up
+const CLOSE_TOO_MANY_TABS = 4429; // too many connections from this address
+const CLOSE_SERVER_FULL = 4503; // this server has no room; try later
+// The wait before the next try is random, between `floor` and `floor + ceiling` ms, and
+// the ceiling doubles with each failure in a row up to `cap` ("full jitter"). When a
+// server restarts, every page it served loses its connection at the same instant; drawn
+// this way, 5,000 of them come back over 2.5 s (2,000 a second, within what one web
+// process accepts) instead of in one burst, and thinner with every round that fails.
+const RETRY = {
+  lost: { floor: 250, base: 2_500, cap: 30_000 },
+  full: { floor: 5_000, base: 20_000, cap: 120_000 },
+  tabs: { floor: 30_000, base: 60_000, cap: 300_000 },
+};
 // Missing this many poller ticks in a row means the numbers on screen are old news.
 const STALE_AFTER_POLLS = 3;
 const LIST_LIMIT = 20;
@@ -345,21 +358,37 @@ function renderSummary(chaos) {
   setEnabled(chaos.enabled !== false);
 }
 
-// -- the connection badge and the websocket
+// -- the connection badge, the door notice and the websocket
 
 const badge = $("#connection");
 let socket = null;
-let everOpen = false;
+// A socket counts as let in once it delivers a frame (a page over a connection cap is
+// accepted and closed at once, with nothing sent).
+let socketHeard = false;
+let everHeard = false;
+let openedAt = 0;
+// An open socket that has sent nothing yet is still "connecting" for this long: a page
+// over a cap is accepted and closed within milliseconds, and should not flash "live".
+const LET_IN_MS = 1000;
 let attempt = 0;
 let retryTimer = 0;
+// Why the server keeps this page out ("tabs", "full"), or "" while it is let in.
+let door = "";
 
 function renderBadge() {
   let state = "live";
   let text = "live";
   const silent = Date.now() - metricsHeardAt > STALE_AFTER_POLLS * pollMs;
-  if (!socket || socket.readyState !== WebSocket.OPEN) {
+  if (door) {
+    state = "paused";
+    text = "paused";
+  } else if (
+    !socket ||
+    socket.readyState !== WebSocket.OPEN ||
+    (!socketHeard && Date.now() - openedAt < LET_IN_MS)
+  ) {
     state = "reconnecting";
-    text = everOpen ? "reconnecting…" : "connecting…";
+    text = everHeard ? "reconnecting…" : "connecting…";
   } else if (metrics?.stale || silent || !metrics) {
     state = "stale";
     const since = toDate(metrics?.stale_since) ?? toDate(metrics?.ts);
@@ -379,6 +408,38 @@ function heartbeat() {
 
 const handlers = { metrics: renderMetrics, pods: renderPods, chaos: onChaos };
 
+// Shown while the server keeps this page out. The sentence goes into a polite live
+// region once per reason, not once per try; the time of the next try is outside it.
+const DOORS = {
+  tabs: [
+    "Too many tabs open.",
+    "This dashboard is open in too many tabs or windows from your network, so live updates are paused in this one. Close a few and it rejoins by itself.",
+  ],
+  full: [
+    "The server is full.",
+    "So many people are watching that there is no room for this page right now. It rejoins by itself shortly; the numbers below are from before.",
+  ],
+};
+const doorBox = $("#door");
+
+function showDoor(kind, retryAt) {
+  if (door !== kind) {
+    door = kind;
+    if (kind) {
+      doorBox.dataset.kind = kind;
+      $("#door-title").textContent = DOORS[kind][0];
+      $("#door-text").textContent = DOORS[kind][1];
+    } else {
+      delete doorBox.dataset.kind;
+      $("#door-title").textContent = "";
+      $("#door-text").textContent = "";
+    }
+  }
+  $("#door-next").hidden = !kind;
+  if (kind) setTime($("#door-at"), retryAt);
+  renderBadge();
+}
+
 function onFrame(event) {
   let frame;
   try {
@@ -387,11 +448,17 @@ function onFrame(event) {
     return;
   }
   attempt = 0;
+  if (!socketHeard) {
+    socketHeard = true;
+    // Chaos events that happened while we were away are not replayed by the socket.
+    if (everHeard) resync();
+    everHeard = true;
+    showDoor("");
+  }
   handlers[frame?.type]?.(frame.data);
 }
 
 async function resync() {
-  // Chaos events that happened while we were away are not replayed by the socket.
   try {
     const response = await fetch(initial.snapshot_url, { headers: { Accept: "application/json" } });
     if (response.ok) renderSummary((await response.json()).chaos);
@@ -412,28 +479,42 @@ function connect() {
     return;
   }
   socket = ws;
+  socketHeard = false;
   ws.addEventListener("open", () => {
-    if (everOpen) resync();
-    everOpen = true;
-    renderBadge();
+    openedAt = Date.now();
+    setTimeout(renderBadge, LET_IN_MS);
   });
   ws.addEventListener("message", onFrame);
-  ws.addEventListener("close", () => {
+  ws.addEventListener("close", (event) => {
     if (socket !== ws) return;
     socket = null;
-    renderBadge();
-    scheduleReconnect();
+    if (event.code === CLOSE_TOO_SLOW) {
+      connect();
+      return;
+    }
+    const kind =
+      event.code === CLOSE_TOO_MANY_TABS ? "tabs" : event.code === CLOSE_SERVER_FULL ? "full" : "";
+    // A change of reason starts its own backoff from the beginning.
+    if (kind !== door) attempt = 0;
+    const delay = retryDelay(RETRY[kind || "lost"]);
+    showDoor(kind, Date.now() + delay);
+    clearTimeout(retryTimer);
+    retryTimer = setTimeout(connect, delay);
   });
 }
 
-function scheduleReconnect() {
-  // Exponential backoff with "equal jitter": after an outage thousands of viewers come
-  // back spread over time instead of in one thundering herd.
-  const ceiling = Math.min(BACKOFF_CAP_MS, BACKOFF_BASE_MS * 2 ** attempt);
+function retryDelay({ floor, base, cap }) {
+  const ceiling = Math.min(cap, base * 2 ** attempt);
   attempt += 1;
-  clearTimeout(retryTimer);
-  retryTimer = setTimeout(connect, ceiling / 2 + (Math.random() * ceiling) / 2);
+  return floor + Math.random() * ceiling;
 }
+
+function scheduleReconnect() {
+  clearTimeout(retryTimer);
+  retryTimer = setTimeout(connect, retryDelay(RETRY.lost));
+}
+
+$("#door-retry").addEventListener("click", connect);
 
 // A returning laptop or tab should not wait out a long backoff.
 addEventListener("online", connect);

@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -105,14 +106,19 @@ def open_page(
     contexts: list[Any] = []
     errors: list[str] = []
 
-    def open_(**context_options: Any) -> tuple[Any, FakeServer]:
+    def open_(fake_clock: bool = False, **context_options: Any) -> tuple[Any, FakeServer]:
         context = browser.new_context(**{"timezone_id": "UTC", **context_options})
         contexts.append(context)
         page = context.new_page()
         page.on("pageerror", lambda exc: errors.append(str(exc)))
+        if fake_clock:
+            # The page's timers then run only when the test moves its clock on.
+            page.clock.install()
         server = FakeServer()
         page.route_web_socket(WS_URL, server.accept)
         page.goto(f"{live_server.url}/infra")
+        if fake_clock:
+            page.clock.pause_at(datetime.now(UTC) + timedelta(seconds=1))
         until(page, "() => document.querySelector('#connection').dataset.state !== undefined")
         deadline = time.monotonic() + 10
         while not server.sockets:
@@ -305,7 +311,7 @@ def test_a_dropped_connection_reconnects_and_resyncs(open_page: Callable[..., An
     )
     until(page, "() => document.querySelector('#connection').dataset.state === 'reconnecting'")
     assert page.text_content("#connection") == "reconnecting…"
-    # The first retry comes within the first backoff step (0.25-0.5 s), well under 5 s.
+    # The first retry comes within the first backoff step (0.25-2.75 s), well under 5 s.
     deadline = time.monotonic() + 5
     while len(server.sockets) < 2:
         assert time.monotonic() < deadline, "no reconnect attempt"
@@ -347,3 +353,85 @@ def test_a_375_px_phone_never_scrolls_sideways(open_page: Callable[..., Any]) ->
     # Times show in the viewer's zone (UTC+5:30 here); one without a zone is read as UTC,
     # as the server reads it.
     assert page.text_content("#chaos-feed time") == "13:30:00"
+
+
+def sockets_after(page: Any, server: FakeServer, ms: int) -> int:
+    """Moves the page's (fake) clock on by `ms` and returns how many sockets it opened."""
+    page.clock.run_for(ms)
+    page.wait_for_timeout(200)  # real time, for a new socket to reach the route
+    return len(server.sockets)
+
+
+def door_shows(page: Any, kind: str) -> None:
+    until(page, "(kind) => document.querySelector('#door').dataset.kind === kind", kind)
+    assert page.get_attribute("#connection", "data-state") == "paused"
+    assert page.text_content("#connection") == "paused"
+    assert page.is_visible("#door-next")
+    assert page.is_visible(f"#door .door-icon-{kind}")
+
+
+def test_too_many_tabs_says_so_and_retries_slowly(
+    open_page: Callable[..., Any], artifacts: Path
+) -> None:
+    page, server = open_page(fake_clock=True)
+    server.sockets[-1].close(code=4429, reason="too many connections")
+    door_shows(page, "tabs")
+    message = page.locator("#door [role=status]")
+    assert message.get_attribute("aria-live") == "polite"
+    assert (message.text_content() or "").startswith("Too many tabs open. ")
+    page.screenshot(path=str(artifacts / "door-too-many-tabs.png"), animations="disabled")
+
+    # Slowly: not within 30 s, then within 30 + 60 s.
+    assert sockets_after(page, server, 29_000) == 1
+    assert sockets_after(page, server, 62_000) == 2
+    server.sockets[-1].close(code=4429, reason="too many connections")
+    # The same reason again: the notice is not rewritten (nor announced again).
+    page.evaluate("document.querySelector('#door-text').mark = 1")
+    page.wait_for_timeout(200)
+    assert page.evaluate("document.querySelector('#door-text').mark") == 1
+
+    # Closing other tabs and pressing "Try now" goes in at once, without waiting.
+    page.click("#door-retry")
+    deadline = time.monotonic() + 5
+    while len(server.sockets) < 3:
+        assert time.monotonic() < deadline, "Try now opened no connection"
+        page.wait_for_timeout(50)
+    server.send("metrics", metrics())
+    until(page, text_is("#connection"), "live")
+    assert page.get_attribute("#door", "data-kind") is None
+    assert page.is_hidden("#door-next")
+    assert (page.text_content("#door [role=status]") or "").strip() == ""
+
+
+def test_server_full_says_so_and_retries_later_with_jitter(
+    open_page: Callable[..., Any], artifacts: Path
+) -> None:
+    page, server = open_page(fake_clock=True, viewport={"width": 390, "height": 844})
+    server.send("metrics", metrics())
+    until(page, text_is("#connection"), "live")
+    server.sockets[-1].close(code=4503, reason="server full")
+    door_shows(page, "full")
+    assert (page.text_content("#door [role=status]") or "").startswith("The server is full. ")
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    page.screenshot(path=str(artifacts / "door-server-full-phone.png"), animations="disabled")
+    # Later, with jitter: after 5 s at the earliest, 25 s at the latest.
+    assert sockets_after(page, server, 4_900) == 1
+    assert sockets_after(page, server, 20_200) == 2
+    # Let in again: the notice goes, the numbers are live.
+    server.send("metrics", metrics())
+    until(page, text_is("#connection"), "live")
+    assert page.get_attribute("#door", "data-kind") is None
+
+
+def test_too_slow_reconnects_at_once_and_a_lost_one_waits(open_page: Callable[..., Any]) -> None:
+    page, server = open_page(fake_clock=True)
+    server.send("metrics", metrics())
+    until(page, text_is("#connection"), "live")
+    # 4408: the page fell behind; a new connection catches it up, with no wait at all.
+    server.sockets[-1].close(code=4408, reason="too far behind")
+    assert sockets_after(page, server, 0) == 2
+    assert page.get_attribute("#door", "data-kind") is None
+    # Any other close waits a random 0.25-2.75 s: after a restart, pages spread out.
+    server.sockets[-1].close()
+    assert sockets_after(page, server, 240) == 2
+    assert sockets_after(page, server, 2_600) == 3
