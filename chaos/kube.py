@@ -220,15 +220,22 @@ def list_pods(api: client.CoreV1Api, *, namespace: str, selector: str) -> PodSna
         )
 
 
-def delete_pod(api: client.CoreV1Api, *, namespace: str, name: str, uid: str) -> None:
-    """Deletes exactly the pod with this UID: if the name now belongs to a replacement,
-    the apiserver answers 409 (KubeError "conflict") instead of killing the new pod."""
+def delete_pod(
+    api: client.CoreV1Api, *, namespace: str, name: str, uid: str, resource_version: str
+) -> None:
+    """Deletes exactly the pod we listed, as we listed it. Preconditions on its UID and
+    resourceVersion make the apiserver answer 409 (KubeError "conflict") instead of
+    deleting if the name now belongs to a replacement, or if the pod changed since the
+    list: already terminating (someone else's delete), relabelled, no longer Ready. So a
+    pod that got its deletionTimestamp from somebody else is never reported as our kill."""
     with _translated():
         _read(
             api.delete_namespaced_pod(
                 name,
                 namespace,
-                body=client.V1DeleteOptions(preconditions=client.V1Preconditions(uid=uid)),
+                body=client.V1DeleteOptions(
+                    preconditions=client.V1Preconditions(uid=uid, resource_version=resource_version)
+                ),
                 _request_timeout=TIMEOUT,
                 _preload_content=False,
             )

@@ -1,12 +1,25 @@
-"""The chaos write path: choose a victim, delete it, record what happened."""
+"""The chaos write path: choose a victim, delete it, record what happened.
+
+One press at a time, cluster-wide: list -> guard -> delete runs under a lock in the
+shared Redis (the cache every web process uses), so two presses can never both see three
+healthy pods and each delete one. Django runs every request's sync view in a thread of its
+own, so presses race inside one process as well as across replicas; a process-local lock
+would not do. A press that finds the lock taken is answered "busy" at once (it does not
+wait, so a crowd never piles up threads behind one slow apiserver call); a lock store that
+cannot be reached refuses the press: never an unguarded delete.
+"""
 
 from __future__ import annotations
 
 import logging
 import random
+import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
+import redis
+from django.core.cache import cache
 from django.utils import timezone
 from django.utils.crypto import salted_hmac
 from kubernetes import client
@@ -17,6 +30,55 @@ from chaos.pods import parse_selector
 from chaos.victims import SYSTEM_RANDOM, Refusal, choose_victim
 
 log = logging.getLogger(__name__)
+
+KILL_LOCK_KEY = "chaos:kill-lock"
+# The slowest one apiserver call may be: its connect plus its read timeout.
+CALL_MAX_S = kube.TIMEOUT[0] + kube.TIMEOUT[1]
+# Held across a list and a delete, each bounded by CALL_MAX_S; the rest is slack. If a
+# web process dies holding it, presses are "busy" for at most this long.
+KILL_LOCK_TTL_S = 20
+
+
+class KillLockBusy(Exception):
+    """Another press (in this process or any other) is running list -> guard -> delete."""
+
+
+class KillLockUnavailable(Exception):
+    """The lock store (Redis) could not be asked: the press must be refused."""
+
+
+@contextmanager
+def kill_lock() -> Iterator[float]:
+    """Holds the cluster-wide kill lock; yields the monotonic time until which it is
+    certainly still ours (its TTL, counted from before we asked for it)."""
+    token = secrets.token_hex(16)
+    asked = time.monotonic()
+    try:
+        # SET NX EX on Redis: atomic, and freed by its TTL if we never release it.
+        taken = cache.add(KILL_LOCK_KEY, token, KILL_LOCK_TTL_S)
+    except (redis.RedisError, OSError) as exc:
+        raise KillLockUnavailable(str(exc)) from exc
+    if not taken:
+        raise KillLockBusy
+    deadline = asked + KILL_LOCK_TTL_S
+    try:
+        yield deadline
+    finally:
+        _release(token, deadline)
+
+
+def _release(token: str, deadline: float) -> None:
+    if time.monotonic() >= deadline:
+        # Expired, so possibly another press's by now: leave it alone.
+        log.warning("chaos: the kill lock expired while held")
+        return
+    try:
+        # Still before our TTL ran out, so the key can only be ours, unless Redis lost it
+        # (a restart) and another press took it since: the token check leaves theirs be.
+        if cache.get(KILL_LOCK_KEY) == token:
+            cache.delete(KILL_LOCK_KEY)
+    except (redis.RedisError, OSError):
+        log.warning("chaos: could not release the kill lock; its TTL will", exc_info=True)
 
 
 def client_hash(identity: str) -> str:
@@ -44,35 +106,51 @@ def chaos_unleash(
 ) -> ChaosEvent:
     """Deletes one random eligible pod, or refuses, or fails; returns the saved event.
 
-    The event row is written once, after the outcome is known, so nobody ever sees a
-    half-done attempt. Raises django.db.DatabaseError only if the database is down."""
+    Raises KillLockBusy while another press holds the kill lock and KillLockUnavailable
+    when the lock store is down; neither touched the cluster or wrote a row. The event
+    row is written once, after the outcome is known and the lock is released, so nobody
+    ever sees a half-done attempt. Raises django.db.DatabaseError only if the database
+    is down."""
     victim = None
+    refusal: Refusal | None = None
     try:
+        # Built before the lock: the first call loads the client (slow) on its own time.
         api = (api_factory or kube.core_api)()
-        started = time.monotonic()
-        snapshot = kube.list_pods(api, namespace=namespace, selector=selector)
-        listed = time.monotonic()
-        choice = choose_victim(
-            pods=snapshot.pods,
-            namespace=namespace,
-            labels=parse_selector(selector),
-            min_ready=min_ready,
-            rng=rng,
-        )
-        if isinstance(choice, Refusal):
-            return _record(
-                outcome=ChaosEvent.Outcome.REFUSED, reason=choice.reason, client_hash=client_hash
+        with kill_lock() as deadline:
+            started = time.monotonic()
+            snapshot = kube.list_pods(api, namespace=namespace, selector=selector)
+            listed = time.monotonic()
+            choice = choose_victim(
+                pods=snapshot.pods,
+                namespace=namespace,
+                labels=parse_selector(selector),
+                min_ready=min_ready,
+                rng=rng,
             )
-        victim = choice
-        # Taken before the call: the replacement can only be created after the deletion,
-        # so the recovery timeline never starts after the replacement exists.
-        deleted_at = timezone.now()
-        kube.delete_pod(api, namespace=namespace, name=victim.name, uid=victim.uid)
-        deleted = time.monotonic()
+            if isinstance(choice, Refusal):
+                refusal = choice
+            else:
+                victim = choice
+                if listed + CALL_MAX_S >= deadline:
+                    # Not enough lock left to cover the slowest delete: another press could
+                    # take the lock mid-call. Never reached with TTL > 2 calls; kept so a
+                    # shorter TTL can not quietly void the guarantee.
+                    raise kube.KubeError("timeout")
+                # Taken before the call: the replacement can only be created after the
+                # deletion, so the recovery timeline never starts after it exists.
+                deleted_at = timezone.now()
+                kube.delete_pod(
+                    api,
+                    namespace=namespace,
+                    name=victim.name,
+                    uid=victim.uid,
+                    resource_version=victim.resource_version,
+                )
+                deleted = time.monotonic()
     except kube.KubeError as exc:
         if victim is not None and exc.reason in {"conflict", "not_found"}:
-            # Between our list and our delete the pod was replaced or went away: a
-            # disruption is already under way, which is what the guard exists to avoid.
+            # The apiserver refused our preconditions: between our list and our delete the
+            # pod changed (someone else's delete, a replacement) or went away. Not a kill.
             outcome, reason = ChaosEvent.Outcome.REFUSED, "victim_changed"
         else:
             outcome, reason = ChaosEvent.Outcome.FAILED, exc.reason
@@ -84,6 +162,10 @@ def chaos_unleash(
             pod_uid=victim.uid if victim else "",
             client_hash=client_hash,
         )
+    if victim is None:
+        # The guard said no (`refusal` is set whenever no victim was chosen).
+        reason = refusal.reason if refusal is not None else "no_eligible_pod"
+        return _record(outcome=ChaosEvent.Outcome.REFUSED, reason=reason, client_hash=client_hash)
     event = _record(
         outcome=ChaosEvent.Outcome.DELETED,
         pod_name=victim.name,

@@ -13,13 +13,15 @@ from django.views.decorators.http import require_POST
 
 from chaos.models import ChaosEvent
 from chaos.ratelimit import RateLimitUnavailable, chaos_rate_check
-from chaos.services import chaos_unleash, client_hash
+from chaos.services import KillLockBusy, KillLockUnavailable, chaos_unleash, client_hash
 from infra_site.clientip import rate_key, request_client_ip
 from infra_site.metrics import CHAOS_ATTEMPTS
 
 log = logging.getLogger(__name__)
 
 API_PREFIX = "/api/"
+# A press holds the kill lock for a list and a delete: tens of milliseconds, usually.
+BUSY_RETRY_AFTER_S = 1
 
 
 def _error(status: int, error: str, **extra: object) -> JsonResponse:
@@ -55,6 +57,14 @@ def chaos_api(request: HttpRequest) -> HttpResponse:
             selector=settings.CHAOS_SELECTOR,
             min_ready=settings.CHAOS_MIN_READY,
         )
+    except KillLockBusy:
+        # Another press is between its list and its delete right now. Answered at once,
+        # not after a wait: the next look will see that press's outcome.
+        CHAOS_ATTEMPTS.labels(outcome="busy").inc()
+        return _error(409, "busy", retry_after=BUSY_RETRY_AFTER_S)
+    except KillLockUnavailable:
+        log.warning("chaos: kill-lock store unavailable", exc_info=True)
+        return _unavailable()
     except DatabaseError:
         # The kill may have happened but could not be recorded; the watcher still shows
         # it to everyone. The visitor gets an honest "try later", not a 500.

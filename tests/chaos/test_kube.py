@@ -55,10 +55,65 @@ def test_list_pods_returns_pods_and_the_resource_version() -> None:
     assert api.calls[0]["label_selector"] == "app=chaos-demo"
 
 
-def test_delete_sends_a_uid_precondition() -> None:
-    api = FakeApi()
-    kube.delete_pod(api, namespace="chaos-demo", name="a", uid="uid-a")  # type: ignore[arg-type]
-    assert api.deleted == [("chaos-demo", "a", "uid-a")]
+def test_delete_sends_uid_and_resource_version_preconditions() -> None:
+    api = FakeApi(pods=three_healthy())
+    kube.delete_pod(
+        api,  # type: ignore[arg-type]
+        namespace="chaos-demo",
+        name="chaos-demo-1",
+        uid="uid-chaos-demo-1",
+        resource_version="91",
+    )
+    preconditions = api.calls[-1]["body"].preconditions
+    assert (preconditions.uid, preconditions.resource_version) == ("uid-chaos-demo-1", "91")
+    assert api.deleted == [("chaos-demo", "chaos-demo-1", "uid-chaos-demo-1")]
+    assert api.terminating() == ["chaos-demo-1"]
+
+
+@pytest.mark.parametrize(
+    ("uid", "resource_version"),
+    [("uid-someone-else", "91"), ("uid-chaos-demo-1", "90"), ("uid-chaos-demo-1", "92")],
+)
+def test_a_pod_that_is_not_the_one_listed_is_not_deleted(uid: str, resource_version: str) -> None:
+    api = FakeApi(pods=three_healthy())
+    with pytest.raises(kube.KubeError) as refused:
+        kube.delete_pod(
+            api,  # type: ignore[arg-type]
+            namespace="chaos-demo",
+            name="chaos-demo-1",
+            uid=uid,
+            resource_version=resource_version,
+        )
+    assert refused.value.reason == "conflict"
+    assert api.deleted == []
+    assert api.terminating() == []
+
+
+def test_a_second_delete_with_the_listed_version_is_a_conflict() -> None:
+    # What a racing press would send: the pod is already Terminating since its list.
+    api = FakeApi(pods=three_healthy())
+    args: dict[str, Any] = {
+        "namespace": "chaos-demo",
+        "name": "chaos-demo-0",
+        "uid": "uid-chaos-demo-0",
+        "resource_version": "90",
+    }
+    kube.delete_pod(api, **args)  # type: ignore[arg-type]
+    with pytest.raises(kube.KubeError, match="conflict"):
+        kube.delete_pod(api, **args)  # type: ignore[arg-type]
+    assert len(api.deleted) == 1
+
+
+def test_list_asks_for_the_namespace_and_selector_only() -> None:
+    api = FakeApi(
+        pods=[
+            *three_healthy(),
+            pod_dict("elsewhere", namespace="kube-system"),
+            pod_dict("other-app", labels={"app": "other"}),
+        ]
+    )
+    snapshot = kube.list_pods(api, namespace="chaos-demo", selector="app=chaos-demo")  # type: ignore[arg-type]
+    assert sorted(p.name for p in snapshot.pods) == [f"chaos-demo-{i}" for i in range(3)]
 
 
 @pytest.mark.parametrize(
@@ -94,7 +149,7 @@ def test_client_errors_become_kube_errors(error: BaseException, reason: str) -> 
     with pytest.raises(kube.KubeError) as listing:
         kube.list_pods(api, namespace="n", selector="a=b")  # type: ignore[arg-type]
     with pytest.raises(kube.KubeError) as deleting:
-        kube.delete_pod(api, namespace="n", name="a", uid="u")  # type: ignore[arg-type]
+        kube.delete_pod(api, namespace="n", name="a", uid="u", resource_version="1")  # type: ignore[arg-type]
     assert listing.value.reason == deleting.value.reason == reason
 
 

@@ -16,7 +16,7 @@ from prometheus_client import REGISTRY
 
 from chaos.models import ChaosEvent
 from chaos.services import client_hash
-from tests.chaos.fakes import FakeApi, pod_dict
+from tests.chaos.fakes import FakeApi, pod_dict, three_healthy
 
 URL = "/api/infra/chaos"
 pytestmark = pytest.mark.django_db
@@ -286,3 +286,86 @@ def test_a_database_outage_is_a_503(cluster: FakeApi, monkeypatch: pytest.Monkey
 
     monkeypatch.setattr(ChaosEvent.objects, "create", down)
     assert post().status_code == 503
+
+
+# --- one kill at a time, and only real kills --------------------------------------------
+
+
+def test_a_second_press_finds_the_victim_terminating(cluster: FakeApi) -> None:
+    first = post(ip="203.0.113.7")
+    assert first.status_code == 200
+    second = post(ip="198.51.100.1")
+    assert (second.status_code, second.json()["reason"]) == (409, "pod_terminating")
+    assert len(cluster.deleted) == 1
+    assert cluster.terminating() == [first.json()["pod"]]
+
+
+def test_a_victim_deleted_by_someone_else_after_our_list_is_not_our_kill(
+    cluster: FakeApi,
+) -> None:
+    # Between our list and our delete another client deletes the same pod: it is
+    # Terminating with a new resourceVersion, and the apiserver refuses our precondition.
+    cluster.before_delete = lambda api: api.mark_deleting(api.calls[-1]["name"])
+    response = post()
+    assert response.status_code == 409
+    assert response.json()["reason"] == "victim_changed"
+    assert cluster.deleted == []
+    assert not ChaosEvent.objects.filter(outcome="deleted").exists()
+    assert ChaosEvent.objects.get().reason == "victim_changed"
+
+
+def test_a_replacement_under_the_victims_name_is_not_deleted(cluster: FakeApi) -> None:
+    def replace(api: FakeApi) -> None:
+        raw = api.find(api.calls[-1]["name"])
+        assert raw is not None
+        raw["metadata"]["uid"] = "uid-replacement"
+
+    cluster.before_delete = replace
+    response = post()
+    assert (response.status_code, response.json()["reason"]) == (409, "victim_changed")
+    assert cluster.deleted == []
+
+
+def test_a_press_while_another_holds_the_kill_lock_is_busy(cluster: FakeApi) -> None:
+    from chaos.services import KILL_LOCK_KEY
+
+    cache.set(KILL_LOCK_KEY, "another press", 30)
+    before = attempts("busy")
+    response = post()
+    assert response.status_code == 409
+    assert response.json() == {"ok": False, "error": "busy", "retry_after": 1}
+    assert cluster.calls == [], "a busy press never reaches the cluster"
+    assert not ChaosEvent.objects.exists()
+    assert attempts("busy") == before + 1
+    assert cache.get(KILL_LOCK_KEY) == "another press", "the holder's lock is left alone"
+
+
+@pytest.mark.parametrize("where", ["list", "delete"])
+def test_the_kill_lock_is_released_after_every_press(cluster: FakeApi, where: str) -> None:
+    from chaos.services import KILL_LOCK_KEY
+
+    assert post(ip="203.0.113.1").status_code == 200
+    assert cache.get(KILL_LOCK_KEY) is None
+    cluster.pods[:] = three_healthy()  # healed
+    setattr(cluster, f"{where}_error", ApiException(status=500))
+    assert post(ip="203.0.113.2").status_code == 503
+    assert cache.get(KILL_LOCK_KEY) is None
+
+
+def test_a_kill_lock_store_outage_is_a_503_and_no_kill(
+    cluster: FakeApi, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The rate-limit counters answer; only the lock's SET NX fails, as when Redis goes
+    # away between the two.
+    from chaos import services
+
+    class LockStoreDown:
+        def add(self, *args: Any, **kwargs: Any) -> bool:
+            raise redis.ConnectionError("Connection refused")
+
+    monkeypatch.setattr(services, "cache", LockStoreDown())
+    response = post()
+    assert response.status_code == 503
+    assert response.json() == {"ok": False, "error": "cluster_unavailable"}
+    assert cluster.calls == []
+    assert cluster.deleted == []
