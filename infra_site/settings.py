@@ -7,6 +7,7 @@ and a cluster is the environment, never the code path.
 from __future__ import annotations
 
 import ipaddress
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -43,6 +44,8 @@ INSTALLED_APPS = [
     "channels",
     "csp",
     "servestatic",
+    # Counts failed admin logins and locks them out (settings below).
+    "axes",
     "dashboard",
     "chaos",
 ]
@@ -51,6 +54,8 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     # Right after the security headers, so static files get them and skip the rest.
     "servestatic.middleware.ServeStaticMiddleware",
+    # Before sessions: a client outside ADMIN_ALLOWED_NETWORKS costs no database work.
+    "infra_site.admin_guard.AdminNetworkMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -58,6 +63,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "csp.middleware.CSPMiddleware",
+    # Last, as django-axes requires: turns a locked-out login into its 429 page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "infra_site.urls"
@@ -166,10 +173,31 @@ def _networks(name: str, default: str) -> list[ipaddress.IPv4Network | ipaddress
 # Who may read /metrics: the scraper, never the public. Behind the ingress the client
 # address comes from X-Forwarded-For (TRUSTED_PROXY_COUNT), so internet visitors are
 # outside these networks; Prometheus scraping a pod directly is inside them.
-METRICS_ALLOWED_NETWORKS = _networks(
-    "METRICS_ALLOWED_NETWORKS",
-    "127.0.0.0/8,::1/128,10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,fc00::/7",
-)
+PRIVATE_NETWORKS = "127.0.0.0/8,::1/128,10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,fc00::/7"
+METRICS_ALLOWED_NETWORKS = _networks("METRICS_ALLOWED_NETWORKS", PRIVATE_NETWORKS)
+
+# The admin (ADMIN_URL) is for the operator, not the public: by default it answers only
+# loopback and private addresses, as /metrics does, and everyone else gets a 404. Put your
+# office or VPN networks here (behind the ingress the client is the visitor's address from
+# X-Forwarded-For), or 0.0.0.0/0,::/0 for everyone. See infra_site/admin_guard.py.
+ADMIN_ALLOWED_NETWORKS = _networks("ADMIN_ALLOWED_NETWORKS", PRIVATE_NETWORKS)
+
+# Admin logins (django-axes): failures are counted per client (an IPv6 client by its
+# CLIENT_IPV6_PREFIX) and per username, in the database (visible in the admin) and the
+# log. After ADMIN_LOGIN_FAILURE_LIMIT of either, logins are refused with 429 until
+# ADMIN_LOGIN_COOLOFF_MINUTES pass with no attempt; `manage.py axes_reset` lifts it.
+AXES_FAILURE_LIMIT = env_int("ADMIN_LOGIN_FAILURE_LIMIT", 5, minimum=1)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("ADMIN_LOGIN_COOLOFF_MINUTES", 15, minimum=1))
+AXES_LOCKOUT_PARAMETERS = ["ip_address", "username"]
+AXES_CLIENT_IP_CALLABLE = "infra_site.admin_guard.axes_client_ip"
+AXES_LOCKOUT_CALLABLE = "infra_site.admin_guard.lockout_response"
+AXES_RESET_ON_SUCCESS = True
+AXES_ENABLE_ACCESS_FAILURE_LOG = True
+AUTHENTICATION_BACKENDS = [
+    # First, so a locked-out login is refused before any password is hashed.
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
 
 LOG_FORMAT = env_str("LOG_FORMAT", "text")
 if LOG_FORMAT not in LOG_FORMATS:
