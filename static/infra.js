@@ -563,6 +563,7 @@ function coolDown(seconds) {
 
 const FAILURES = {
   not_enough_healthy: ["Kubernetes is still healing — try in a moment.", "warn"],
+  busy: ["Someone pressed it at the same moment — try again in a second.", "warn"],
   cluster_unavailable: ["The cluster is not answering right now. Try again shortly.", "error"],
 };
 
