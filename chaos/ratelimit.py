@@ -1,70 +1,172 @@
-"""Two budgets on the shared Redis cache: one per visitor, one for the whole cluster.
+"""The chaos button's budgets, kept in the shared Redis so every web replica counts alike.
 
-django-ratelimit does the counting (`get_usage`, fixed windows whose edges are jittered
-per key); this module decides the order and turns its answer into a Retry-After.
+- Per visitor (`rate_key`: an IPv4 address or an IPv6 prefix): at most N presses in any
+  window of the rate's length (`CHAOS_RATE_PER_IP`).
+- For everyone together: at most G presses in any such window (`CHAOS_RATE_GLOBAL`).
+- The last `CHAOS_GLOBAL_RESERVE_PERCENT` of G is kept for visitors who have not pressed
+  within the global window. Ten addresses at 3/m could otherwise spend the whole 30/m and
+  lock everybody else out; now they stop at 70 % and the next newcomer still gets in.
+
+Windows slide. Each budget is a sorted set of the accepted presses' times (at most its
+count of entries), and a press passes only if fewer than the count lie within the last
+window. django-ratelimit, which guarded this view before, counts in fixed windows: a burst
+straddling an edge gets twice the budget (3 at 0:59 and 3 at 1:00), and its Retry-After
+tells a script exactly when the next edge is. Fixed windows cannot express "never more
+than N in any minute", whatever their length, so this small Lua script replaced it here.
+
+One script checks and records all budgets at once: Redis runs it atomically, so presses
+arriving together on several replicas cannot overshoot. A visitor refused by any budget
+spends none of them. Redis down means RateLimitUnavailable: the view refuses (503) rather
+than let presses through uncounted.
+
+The clock is the web process's (`time.time()`, synchronised by NTP): a replica whose clock
+is off by d moves the windows it checks by d, which is far below the windows' seconds.
 """
 
 from __future__ import annotations
 
+import math
+import re
+import secrets
+import time
 from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any, cast
 
 import redis
 from django.conf import settings
-from django.http import HttpRequest
-from django_ratelimit.core import get_usage
 
-PER_IP_GROUP = "chaos.per_ip"
-GLOBAL_GROUP = "chaos.global"
+KEY_PREFIX = "infra:chaos:budget"
+GLOBAL_KEY = f"{KEY_PREFIX}:global"
+
+# What refused a press, as the 429 body's "scope" says it to the page.
+SCOPE_VISITOR = "visitor"  # this visitor's own budget
+SCOPE_GLOBAL = "global"  # everyone's budget is spent
+SCOPE_RESERVED = "reserved"  # what is left is kept for visitors who have not pressed yet
+
+_UNITS_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+# count/[multiplier]unit, as CHAOS_RATE_* are written (infra_site/env.py checks them).
+_RATE = re.compile(r"^(\d+)/(\d*)([smhd])$")
+
+# KEYS[1]: this visitor's accepted presses; KEYS[2]: everyone's (sorted sets, score = ms).
+# ARGV: now (ms), the visitor's count and window (ms), the global count and window (ms),
+# how many global presses are reserved for newcomers, a unique member for this press.
+# Returns {1} when the press passes (and is recorded), else {0, scope, wait in ms}.
+_SCRIPT = """
+local now = tonumber(ARGV[1])
+local v_count, v_window = tonumber(ARGV[2]), tonumber(ARGV[3])
+local g_count, g_window = tonumber(ARGV[4]), tonumber(ARGV[5])
+local reserved = tonumber(ARGV[6])
+
+-- The visitor's set also answers "pressed within the global window?", so it keeps the
+-- longer of the two windows.
+local keep = math.max(v_window, g_window)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - keep)
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - g_window)
+
+-- Milliseconds until fewer than `limit` presses lie in the window: when the limit-th
+-- newest has left it. 0 if there is room now.
+local function wait(key, window, limit)
+  local used = redis.call('ZCOUNT', key, '(' .. (now - window), '+inf')
+  if used < limit then return 0 end
+  local index = redis.call('ZCARD', key) - limit
+  local entry = redis.call('ZRANGE', key, index, index, 'WITHSCORES')
+  return tonumber(entry[2]) + window - now
+end
+
+local v_wait = wait(KEYS[1], v_window, v_count)
+local returning = redis.call('ZCOUNT', KEYS[1], '(' .. (now - g_window), '+inf') > 0
+local g_limit = g_count
+if returning then g_limit = g_count - reserved end
+local g_wait = wait(KEYS[2], g_window, g_limit)
+
+if v_wait > 0 or g_wait > 0 then
+  local scope = 'visitor'
+  if v_wait <= 0 then
+    if g_limit < g_count and redis.call('ZCARD', KEYS[2]) < g_count then
+      scope = 'reserved'
+    else
+      scope = 'global'
+    end
+  end
+  return {0, scope, math.max(v_wait, g_wait)}
+end
+
+redis.call('ZADD', KEYS[1], now, ARGV[7])
+redis.call('PEXPIRE', KEYS[1], keep)
+redis.call('ZADD', KEYS[2], now, ARGV[7])
+redis.call('PEXPIRE', KEYS[2], g_window)
+return {1}
+"""
 
 
 class RateLimitUnavailable(Exception):
-    """The counters could not be read or written (Redis down): refuse, never let through."""
+    """The budgets could not be read or written (Redis down): refuse, never let through."""
+
+
+@dataclass(frozen=True)
+class Rate:
+    count: int
+    window_ms: int
+
+
+def parse_rate(text: str) -> Rate:
+    """ "3/m" -> 3 per 60 s; "10/5m" -> 10 per 300 s (django-ratelimit's syntax)."""
+    match = _RATE.match(text)
+    if not match or int(match.group(1)) < 1:
+        raise ValueError(f"not a rate: {text!r}")
+    multiplier = int(match.group(2) or 1)
+    return Rate(int(match.group(1)), multiplier * _UNITS_S[match.group(3)] * 1000)
+
+
+def reserved_presses(global_count: int, percent: int) -> int:
+    """How many of the global budget's presses are kept for newcomers: the percentage,
+    rounded down, and never the whole budget (returning visitors keep at least one)."""
+    return min(global_count * percent // 100, global_count - 1)
 
 
 @dataclass(frozen=True)
 class RateDecision:
     limited: bool
-    # Seconds until the window that refused this request is over; 0 when not limited.
+    # Whole seconds after which this press would pass, if nobody else pressed meanwhile;
+    # 0 when not limited.
     retry_after: int = 0
-    scope: str = ""  # "ip" or "global" when limited
+    scope: str = ""  # SCOPE_* when limited
 
 
-def _usage(request: HttpRequest, *, group: str, value: str, rate: str) -> tuple[bool, int]:
+@lru_cache(maxsize=4)
+def _client(url: str) -> redis.Redis:
+    return redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+
+
+def store() -> redis.Redis:
+    """The shared Redis (one connection pool per process)."""
+    return _client(settings.REDIS_URL)
+
+
+def chaos_rate_check(*, identity: str) -> RateDecision:
+    """Counts one press by `identity` (a rate_key) against every budget, atomically."""
+    per_visitor = parse_rate(settings.CHAOS_RATE_PER_IP)
+    everyone = parse_rate(settings.CHAOS_RATE_GLOBAL)
+    now_ms = int(time.time() * 1000)
+    args = (
+        now_ms,
+        per_visitor.count,
+        per_visitor.window_ms,
+        everyone.count,
+        everyone.window_ms,
+        reserved_presses(everyone.count, int(settings.CHAOS_GLOBAL_RESERVE_PERCENT)),
+    )
+    keys = (f"{KEY_PREFIX}:visitor:{identity}", GLOBAL_KEY)
+    member = f"{now_ms}:{secrets.token_hex(6)}"
     try:
-        usage = get_usage(
-            request,
-            group=group,
-            key=lambda _group, _request: value,
-            rate=rate,
-            method="POST",
-            increment=True,
-        )
+        answer = cast("list[Any]", store().eval(_SCRIPT, 2, *keys, *map(str, args), member))
     except (redis.RedisError, OSError) as exc:
         raise RateLimitUnavailable(str(exc)) from exc
-    if usage is None:
-        # Only when ratelimiting is switched off in settings (RATELIMIT_ENABLE=False).
-        return False, 0
-    if usage["time_left"] < 0:
-        # django-ratelimit's fail-closed answer (RATELIMIT_FAIL_OPEN=False): the cache
-        # neither added nor incremented the counter.
-        raise RateLimitUnavailable("rate-limit counter unavailable")
-    # The counter's key is tied to the window ending at second `now + time_left`, and is
-    # still used throughout that second: a fresh one starts one second later.
-    return bool(usage["should_limit"]), int(usage["time_left"]) + 1
-
-
-def chaos_rate_check(request: HttpRequest, *, identity: str) -> RateDecision:
-    """Counts one press against the visitor's budget, then, if that allows it, against the
-    cluster-wide one. A visitor over their own limit does not spend the shared budget, so
-    one person hammering the button cannot lock everybody else out."""
-    limited, retry_after = _usage(
-        request, group=PER_IP_GROUP, value=identity, rate=settings.CHAOS_RATE_PER_IP
+    if int(answer[0]) == 1:
+        return RateDecision(limited=False)
+    scope = answer[1].decode() if isinstance(answer[1], bytes) else str(answer[1])
+    # Rounded up: after that many whole seconds the blocking press has left the window.
+    return RateDecision(
+        limited=True, retry_after=max(1, math.ceil(int(answer[2]) / 1000)), scope=scope
     )
-    if limited:
-        return RateDecision(limited=True, retry_after=retry_after, scope="ip")
-    limited, retry_after = _usage(
-        request, group=GLOBAL_GROUP, value="cluster", rate=settings.CHAOS_RATE_GLOBAL
-    )
-    if limited:
-        return RateDecision(limited=True, retry_after=retry_after, scope="global")
-    return RateDecision(limited=False)

@@ -14,7 +14,7 @@ from django.views.decorators.http import require_POST
 from chaos.models import ChaosEvent
 from chaos.ratelimit import RateLimitUnavailable, chaos_rate_check
 from chaos.services import KillLockBusy, KillLockUnavailable, chaos_unleash, client_hash
-from infra_site.clientip import rate_key, request_client_ip
+from infra_site.clientip import UNKNOWN, rate_key, request_client_ip
 from infra_site.metrics import CHAOS_ATTEMPTS
 
 log = logging.getLogger(__name__)
@@ -37,17 +37,23 @@ def _unavailable() -> JsonResponse:
 def chaos_api(request: HttpRequest) -> HttpResponse:
     if not settings.CHAOS_ENABLED:
         return _error(403, "chaos_disabled")
-    # The visitor's bucket: their IPv4 address or IPv6 /64, from the socket or the part of
-    # X-Forwarded-For our own proxies wrote (infra_site/clientip.py).
+    # The visitor's bucket: their IPv4 address or IPv6 prefix, from the socket or the part
+    # of X-Forwarded-For our own proxies wrote (infra_site/clientip.py).
     identity = rate_key(request_client_ip(request))
+    if identity == UNKNOWN:
+        # A forwarding chain shorter than TRUSTED_PROXY_COUNT: no one to count the press
+        # against, and the proxy's own address must not stand in for everybody.
+        return _error(400, "client_unknown")
     try:
-        decision = chaos_rate_check(request, identity=identity)
+        decision = chaos_rate_check(identity=identity)
     except RateLimitUnavailable:
         log.warning("chaos: rate-limit store unavailable", exc_info=True)
         return _unavailable()
     if decision.limited:
         CHAOS_ATTEMPTS.labels(outcome="rate_limited").inc()
-        response = _error(429, "rate_limited", retry_after=decision.retry_after)
+        response = _error(
+            429, "rate_limited", retry_after=decision.retry_after, scope=decision.scope
+        )
         response["Retry-After"] = str(decision.retry_after)
         return response
     try:
