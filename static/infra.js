@@ -362,14 +362,13 @@ function renderSummary(chaos) {
 
 const badge = $("#connection");
 let socket = null;
-// A socket counts as let in once it delivers a frame (a page over a connection cap is
-// accepted and closed at once, with nothing sent).
-let socketHeard = false;
-let everHeard = false;
-let openedAt = 0;
-// An open socket that has sent nothing yet is still "connecting" for this long: a page
-// over a cap is accepted and closed within milliseconds, and should not flash "live".
+// A page over a connection cap is accepted and closed at once, with nothing sent, so a
+// socket counts as let in only once it delivers a frame or stays open for LET_IN_MS;
+// until then the badge does not flash "live".
 const LET_IN_MS = 1000;
+let letIn = false;
+let everLetIn = false;
+let openedAt = 0;
 let attempt = 0;
 let retryTimer = 0;
 // Why the server keeps this page out ("tabs", "full"), or "" while it is let in.
@@ -385,10 +384,10 @@ function renderBadge() {
   } else if (
     !socket ||
     socket.readyState !== WebSocket.OPEN ||
-    (!socketHeard && Date.now() - openedAt < LET_IN_MS)
+    (!letIn && Date.now() - openedAt < LET_IN_MS)
   ) {
     state = "reconnecting";
-    text = everHeard ? "reconnecting…" : "connecting…";
+    text = everLetIn ? "reconnecting…" : "connecting…";
   } else if (metrics?.stale || silent || !metrics) {
     state = "stale";
     const since = toDate(metrics?.stale_since) ?? toDate(metrics?.ts);
@@ -448,14 +447,18 @@ function onFrame(event) {
     return;
   }
   attempt = 0;
-  if (!socketHeard) {
-    socketHeard = true;
-    // Chaos events that happened while we were away are not replayed by the socket.
-    if (everHeard) resync();
-    everHeard = true;
-    showDoor("");
-  }
+  welcome();
   handlers[frame?.type]?.(frame.data);
+}
+
+function welcome() {
+  if (letIn) return;
+  letIn = true;
+  attempt = 0;
+  // Chaos events that happened while we were away are not replayed by the socket.
+  if (everLetIn) resync();
+  everLetIn = true;
+  showDoor("");
 }
 
 async function resync() {
@@ -479,10 +482,13 @@ function connect() {
     return;
   }
   socket = ws;
-  socketHeard = false;
+  letIn = false;
   ws.addEventListener("open", () => {
     openedAt = Date.now();
-    setTimeout(renderBadge, LET_IN_MS);
+    setTimeout(() => {
+      if (socket === ws && ws.readyState === WebSocket.OPEN) welcome();
+      renderBadge();
+    }, LET_IN_MS);
   });
   ws.addEventListener("message", onFrame);
   ws.addEventListener("close", (event) => {
