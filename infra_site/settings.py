@@ -85,16 +85,25 @@ TEMPLATES = [
     },
 ]
 
-DATABASES = {
-    "default": dj_database_url.parse(
-        env_url(
-            "DATABASE_URL",
-            f"sqlite:///{BASE_DIR / 'db.sqlite3'}",
-            schemes=("sqlite", "postgres", "postgresql"),
-        ),
-        conn_max_age=60,
-    )
-}
+# No persistent connections in the web process, as Django requires under ASGI: each
+# request's sync view runs in a thread of its own, so a connection kept for reuse is never
+# reused, and only closes when the garbage collector finds its dead thread; a crowd then
+# runs PostgreSQL out of connections. With 0 every request closes its own at the end.
+_database = dj_database_url.parse(
+    env_url(
+        "DATABASE_URL",
+        f"sqlite:///{BASE_DIR / 'db.sqlite3'}",
+        schemes=("sqlite", "postgres", "postgresql"),
+    ),
+    conn_max_age=0,
+    conn_health_checks=True,
+)
+if _database["ENGINE"] == "django.db.backends.postgresql":
+    # A database that does not answer costs a visitor seconds, not the OS's minutes.
+    _database.setdefault("OPTIONS", {}).setdefault("connect_timeout", 5)
+DATABASES = {"default": _database}
+# The pod watcher, one loop on one thread, keeps its connection this long (seconds).
+WORKER_CONN_MAX_AGE = 60
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # One Redis carries the channel layer, the cache (latest snapshot, rate-limit counters)

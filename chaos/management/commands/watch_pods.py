@@ -18,7 +18,7 @@ import threading
 from typing import Any
 
 from django.conf import settings
-from django.db import close_old_connections
+from django.db import close_old_connections, connections
 from django.utils import timezone
 
 from chaos import kube
@@ -57,6 +57,15 @@ class Command(WorkerCommand):
         # The events thread publishes pods frames too; the state is changed and read
         # under this lock so a frame is never built from a half-applied event.
         self.lock = threading.RLock()
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        # One loop on one thread: here, unlike in the web process (settings.DATABASES), a
+        # persistent connection is simply reused step after step; close_old_connections()
+        # at each step retires it after WORKER_CONN_MAX_AGE or when it breaks. Set before
+        # the first query, on the dict every connection of this process reads.
+        for alias in connections:
+            connections[alias].settings_dict["CONN_MAX_AGE"] = settings.WORKER_CONN_MAX_AGE
+        super().handle(*args, **options)
 
     def interval(self) -> float:
         # Back off after failures (apiserver down, RBAC missing), but briefly: a kill
