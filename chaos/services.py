@@ -20,6 +20,7 @@ from contextlib import contextmanager
 
 import redis
 from django.core.cache import cache
+from django.db import DatabaseError
 from django.utils import timezone
 from django.utils.crypto import salted_hmac
 from kubernetes import client
@@ -27,6 +28,7 @@ from kubernetes import client
 from chaos import kube
 from chaos.models import ChaosEvent
 from chaos.pods import parse_selector
+from chaos.selectors import refresh_history
 from chaos.victims import SYSTEM_RANDOM, Refusal, choose_victim
 
 log = logging.getLogger(__name__)
@@ -174,6 +176,13 @@ def chaos_unleash(
         client_hash=client_hash,
         deleted_at=deleted_at,
     )
+    try:
+        # The page's "recent kills" changed: recompute the cached history now, so page
+        # views keep reading the cache instead of the table.
+        refresh_history()
+    except DatabaseError:
+        # The kill is recorded; the cached history catches up when it expires.
+        log.warning("chaos: could not refresh the history", exc_info=True)
     # The apiserver's and the database's share of the press, for whoever reads the logs.
     log.info(
         "chaos: deleted pod %s (list %.0f ms, delete %.0f ms, record %.0f ms)",

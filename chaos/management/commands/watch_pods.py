@@ -26,7 +26,7 @@ from chaos.eventwatch import EventWatch
 from chaos.models import ChaosEvent
 from chaos.narration import EventFeed
 from chaos.recovery import MAX_TRACKED, Kill, PodState, Recovery, RecoveryTracker
-from chaos.selectors import chaos_event_frame, recovery_stats
+from chaos.selectors import chaos_event_frame, refresh_history
 from dashboard.nodes import node_label
 from dashboard.publish import publish
 from infra_site.metrics import RECOVERY_SECONDS
@@ -223,7 +223,10 @@ class Command(WorkerCommand):
         RECOVERY_SECONDS.observe(recovery.recovery_s)
         event = ChaosEvent.objects.get(pk=recovery.event_id)
         log.info("watch_pods: %s healed in %.2f s", event.pod_name, recovery.recovery_s)
-        self._publish_chaos({**chaos_event_frame(event=event), "recovery": recovery_stats()})
+        # The 24 h recovery summary changed: recomputed (in SQL) and cached here, once per
+        # heal, for every page view to read.
+        recovery = refresh_history()["recovery"]
+        self._publish_chaos({**chaos_event_frame(event=event), "recovery": recovery})
 
     def _publish_chaos(self, frame: dict[str, Any]) -> None:
         try:
