@@ -275,3 +275,19 @@ def test_an_events_thread_from_a_lost_leadership_never_publishes(
     command.on_leadership_lost()
     old_watch.on_change()
     assert len(frames) == 2
+
+
+def test_only_the_watcher_keeps_a_persistent_database_connection(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from django.conf import settings
+    from django.db import connection
+
+    from infra_site.worker import WorkerCommand
+
+    # The web process: every request closes its connection (threads come and go).
+    assert settings.DATABASES["default"]["CONN_MAX_AGE"] == 0
+    monkeypatch.setitem(connection.settings_dict, "CONN_MAX_AGE", 0)  # restored after
+    monkeypatch.setattr(WorkerCommand, "handle", lambda self, *args, **options: None)
+    watch_pods.Command().handle()
+    assert connection.settings_dict["CONN_MAX_AGE"] == settings.WORKER_CONN_MAX_AGE > 0
