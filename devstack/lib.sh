@@ -22,6 +22,13 @@ ADMIN_KUBECONFIG="$KWOK_CLUSTER_DIR/kubeconfig.yaml"
 CHAOS_KUBECONFIG="$STATE_DIR/kubeconfig-chaos"
 KUBECTL="$BIN_DIR/kubectl"
 
+# Container images (devstack/image): podman reads a project-local containers.conf instead
+# of the machine's /etc/containers/containers.conf (CONTAINERS_CONF replaces it), so the
+# two settings this project needs never edit the machine's own configuration.
+export CONTAINERS_CONF="$STATE_DIR/containers.conf"
+BASE_IMAGE=docker.io/library/python:3.11-slim-bookworm
+APP_IMAGE=localhost/infra-chaos:devstack
+
 # Fixed loopback ports, so a newcomer can open them and Prometheus can scrape them.
 REDIS_PORT=6379
 KSM_PORT=8080
@@ -32,8 +39,9 @@ POSTGRES_PORT=55432
 # The fake nodes; each gets a node exporter whose host name is the node's name.
 NODES=(kwok-node-0 kwok-node-1 kwok-node-2)
 
-# Start order; `down` walks it backwards. postgres is only needed by the test suite.
-COMPONENTS=(redis cluster token kube-state-metrics node-exporter prometheus postgres)
+# Start order; `down` walks it backwards. postgres is only needed by the test suite;
+# image builds the app's container image (devstack/image) and runs nothing.
+COMPONENTS=(redis cluster token kube-state-metrics node-exporter prometheus postgres image)
 
 log() { printf '[devstack %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
