@@ -8,7 +8,7 @@ STATE := .devstack
 # Tests touching the database run a second time on PostgreSQL.
 DB_TESTS := tests/chaos tests/dashboard
 
-.PHONY: run test stop lint format bench setup clean
+.PHONY: run test stop lint format bench setup clean image
 
 setup: $(VENV)/.installed
 
@@ -36,6 +36,10 @@ test: setup
 stop:
 	-@[ -f $(STATE)/pids/app.pid ] && kill -TERM $$(cat $(STATE)/pids/app.pid) 2>/dev/null; rm -f $(STATE)/pids/app.pid
 	devstack/down
+
+## image: build the container image from the Dockerfile with podman (localhost/infra-chaos:devstack)
+image:
+	devstack/up image
 
 lint: setup
 	$(BIN)/ruff check .
