@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 from channels.consumer import get_handler_name
 from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
 
 from dashboard.fanout import Hub, Subscription, hub
-from infra_site.metrics import OPEN_WEBSOCKETS
+from infra_site.metrics import OPEN_WEBSOCKETS, WEBSOCKETS_CLOSED
+from infra_site.wscap import FrameBudget
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +28,9 @@ log = logging.getLogger(__name__)
 CLOSE_BINARY = 4415  # unsupported media type: this protocol is text frames only
 CLOSE_TOO_BIG = 4413  # payload too large
 CLOSE_TOO_SLOW = 4408  # timeout: this viewer fell too far behind
+# Bad request: more frames than WS_CLIENT_FRAME_RATE/_BURST allow. (Not 4429, which the
+# connection caps use for "too many connections from your address".)
+CLOSE_TOO_CHATTY = 4400
 # Viewers have nothing to say, so any frame is tolerated only while it is small.
 MAX_CLIENT_TEXT = 4096
 
@@ -38,6 +44,10 @@ class InfraConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels s
     subscription: Subscription | None = None
     forwarder: asyncio.Task[None] | None = None
     counted = False
+    budget: FrameBudget | None = None
+    # Set once this consumer has decided to close: frames still arriving until the close
+    # handshake ends are dropped without a look.
+    closing = False
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         # Channels' dispatch closes stale DB connections in a thread before each message.
@@ -49,6 +59,11 @@ class InfraConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels s
         await handler(message)
 
     async def connect(self) -> None:
+        self.budget = FrameBudget(
+            rate=float(settings.WS_CLIENT_FRAME_RATE),
+            burst=int(settings.WS_CLIENT_FRAME_BURST),
+            now=time.monotonic(),
+        )
         await self.accept()
         OPEN_WEBSOCKETS.inc()
         self.counted = True
@@ -69,18 +84,27 @@ class InfraConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels s
             self.counted = False
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
-        if bytes_data is not None:
-            await self.close(code=CLOSE_BINARY, reason="binary frames are not accepted")
+        if self.closing:
+            return
+        if self.budget is not None and not self.budget.take(time.monotonic()):
+            await self._close_for("flood", CLOSE_TOO_CHATTY, "too many frames")
+        elif bytes_data is not None:
+            await self._close_for("binary", CLOSE_BINARY, "binary frames are not accepted")
         elif text_data is not None and len(text_data) > MAX_CLIENT_TEXT:
-            await self.close(code=CLOSE_TOO_BIG, reason="frame too large")
+            await self._close_for("too_big", CLOSE_TOO_BIG, "frame too large")
         # Any other text is ignored: the protocol has no client messages (DESIGN.md).
+
+    async def _close_for(self, reason: str, code: int, text: str) -> None:
+        self.closing = True
+        WEBSOCKETS_CLOSED.labels(reason=reason).inc()
+        await self.close(code=code, reason=text)
 
     async def _forward(self, subscription: Subscription) -> None:
         try:
             while (text := await subscription.next()) is not None:
                 await self.send(text_data=text)
             log.info("websocket: a viewer fell too far behind; closing it")
-            await self.close(code=CLOSE_TOO_SLOW, reason="too far behind")
+            await self._close_for("too_slow", CLOSE_TOO_SLOW, "too far behind")
         except asyncio.CancelledError:
             raise
         except Exception:

@@ -26,6 +26,11 @@ WEBSOCKETS_REFUSED = Counter(
     "Websocket connections closed at once because a cap was reached, by cap.",
     ["reason"],  # per_ip | per_process
 )
+WEBSOCKETS_CLOSED = Counter(
+    "infra_websockets_closed",
+    "Websocket viewers the server closed for what they sent or failed to read, by reason.",
+    ["reason"],  # flood | binary | too_big | too_slow
+)
 BROADCASTS = Counter("infra_broadcasts", "Frames published to the infra group, by kind.", ["kind"])
 POLL_SECONDS = Histogram(
     "infra_poll_duration_seconds",

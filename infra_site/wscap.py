@@ -1,4 +1,5 @@
-"""Caps on websocket connections, per client and per process, as ASGI middleware.
+"""Caps on websocket connections, per client and per process, as ASGI middleware; and the
+frame budget each connection gets (FrameBudget, used by dashboard/consumers.py).
 
 A public page can be opened by one script thousands of times; each viewer costs a file
 descriptor and memory for as long as it stays. Connections beyond the caps are accepted
@@ -94,3 +95,28 @@ class WebsocketCaps:
             return  # the client went away during the handshake
         await send({"type": "websocket.accept"})
         await send({"type": "websocket.close", "code": code, "reason": text})
+
+
+class FrameBudget:
+    """A token bucket for the frames one client sends: up to `burst` at once, then `rate`
+    a second. Viewers have nothing to say (the protocol is server -> client), so anything
+    beyond a few frames a second is a script, and each frame costs the event loop that
+    every other viewer of the process shares. Per connection and in memory: two floats.
+    """
+
+    __slots__ = ("burst", "rate", "stamp", "tokens")
+
+    def __init__(self, *, rate: float, burst: int, now: float) -> None:
+        self.rate = rate
+        self.burst = float(burst)
+        self.tokens = float(burst)
+        self.stamp = now
+
+    def take(self, now: float) -> bool:
+        """Spends one frame's token at monotonic time `now`; False when none is left."""
+        self.tokens = min(self.burst, self.tokens + max(0.0, now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens < 1.0:
+            return False
+        self.tokens -= 1.0
+        return True

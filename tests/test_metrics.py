@@ -33,6 +33,7 @@ def test_metrics_exposes_the_app_series_to_a_local_scraper() -> None:
         "infra_poll_duration_seconds",
         "infra_poll_failures",
         "infra_websockets_refused",
+        "infra_websockets_closed",
     } <= names
 
 

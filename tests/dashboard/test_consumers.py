@@ -13,12 +13,23 @@ from channels.layers import get_channel_layer
 from channels.routing import URLRouter
 from channels.testing import WebsocketCommunicator
 from django.core.cache import cache
+from django.test import override_settings
+from hypothesis import given
+from hypothesis import strategies as st
+from prometheus_client import REGISTRY
 
 from dashboard import fanout
-from dashboard.consumers import CLOSE_BINARY, CLOSE_TOO_BIG, CLOSE_TOO_SLOW, MAX_CLIENT_TEXT
+from dashboard.consumers import (
+    CLOSE_BINARY,
+    CLOSE_TOO_BIG,
+    CLOSE_TOO_CHATTY,
+    CLOSE_TOO_SLOW,
+    MAX_CLIENT_TEXT,
+)
 from dashboard.publish import GROUP, publish
 from dashboard.routing import websocket_urlpatterns
 from infra_site.metrics import OPEN_WEBSOCKETS
+from infra_site.wscap import FrameBudget
 
 app = URLRouter(websocket_urlpatterns)
 
@@ -197,3 +208,67 @@ async def test_a_viewer_that_stops_reading_is_dropped_and_delays_no_one(
     closes = [m for m in messages if m["type"] == "websocket.close"]
     assert closes
     assert closes[0]["code"] == CLOSE_TOO_SLOW
+
+
+def closed_for(reason: str) -> float:
+    value = REGISTRY.get_sample_value("infra_websockets_closed_total", {"reason": reason})
+    return value or 0.0
+
+
+@override_settings(WS_CLIENT_FRAME_RATE=2.0, WS_CLIENT_FRAME_BURST=5)
+async def test_a_flooding_viewer_is_closed_and_counted(
+    viewers: list[WebsocketCommunicator],
+) -> None:
+    before = closed_for("flood")
+    flooder = await connect(viewers)
+    calm = await connect(viewers)
+    for _ in range(5):  # the burst allowance: tolerated
+        await flooder.send_to(text_data="hi")
+    assert await close_code(flooder) is None
+    for _ in range(20):
+        await flooder.send_to(text_data="hi")
+    assert await close_code(flooder) == CLOSE_TOO_CHATTY
+    assert closed_for("flood") == before + 1, "counted once, however many frames followed"
+    await apublish("metrics", {"ts": 10})
+    assert await receive(calm) == {"type": "metrics", "data": {"ts": 10}}
+
+
+@override_settings(WS_CLIENT_FRAME_RATE=1000.0, WS_CLIENT_FRAME_BURST=1)
+async def test_binary_and_oversized_closes_are_counted_by_reason(
+    viewers: list[WebsocketCommunicator],
+) -> None:
+    binary_before, big_before = closed_for("binary"), closed_for("too_big")
+    binary, big = await connect(viewers), await connect(viewers)
+    await binary.send_to(bytes_data=b"\x00")
+    await big.send_to(text_data="x" * (MAX_CLIENT_TEXT + 1))
+    assert await close_code(binary) == CLOSE_BINARY
+    assert await close_code(big) == CLOSE_TOO_BIG
+    assert (closed_for("binary"), closed_for("too_big")) == (binary_before + 1, big_before + 1)
+
+
+def test_frame_budget_allows_the_burst_then_the_rate() -> None:
+    budget = FrameBudget(rate=2.0, burst=3, now=100.0)
+    assert [budget.take(100.0) for _ in range(4)] == [True, True, True, False]
+    assert not budget.take(100.4)  # 0.8 of a token
+    assert budget.take(100.5)  # one token after half a second at 2/s
+    assert not budget.take(100.5)
+    assert [budget.take(200.0) for _ in range(4)] == [True, True, True, False], "refills to burst"
+
+
+@given(
+    rate=st.floats(min_value=0.1, max_value=50),
+    burst=st.integers(min_value=1, max_value=20),
+    gaps=st.lists(st.floats(min_value=0, max_value=2), min_size=1, max_size=200),
+)
+def test_frame_budget_never_lets_more_than_burst_plus_rate_times_time(
+    rate: float, burst: int, gaps: list[float]
+) -> None:
+    budget = FrameBudget(rate=rate, burst=burst, now=0.0)
+    now, taken = 0.0, 0
+    for gap in gaps:
+        now += gap
+        taken += budget.take(now)
+        assert taken <= burst + rate * now + 1e-9
+    # And a client that keeps (just) under the rate is never refused.
+    steady = FrameBudget(rate=rate, burst=burst, now=0.0)
+    assert all(steady.take(n / (rate * 0.999)) for n in range(1, 50))
