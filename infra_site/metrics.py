@@ -23,8 +23,8 @@ RECOVERY_SECONDS = Histogram(
 OPEN_WEBSOCKETS = Gauge("infra_open_websockets", "Websocket viewers connected to this process.")
 WEBSOCKETS_REFUSED = Counter(
     "infra_websockets_refused",
-    "Websocket connections closed at once because a cap was reached, by cap.",
-    ["reason"],  # per_ip | per_process
+    "Websocket connections refused at once (a cap reached, a foreign Origin), by reason.",
+    ["reason"],  # per_ip | per_process | origin
 )
 WEBSOCKETS_CLOSED = Counter(
     "infra_websockets_closed",
