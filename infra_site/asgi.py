@@ -11,13 +11,13 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "infra_site.settings")
 django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
 from chaos import kube  # noqa: E402
 from dashboard.fanout import configure_gc  # noqa: E402
 from dashboard.routing import websocket_urlpatterns  # noqa: E402
 from infra_site import bodylimit  # noqa: E402
 from infra_site.wscap import WebsocketCaps  # noqa: E402
+from infra_site.wsorigin import ExactOriginValidator  # noqa: E402
 
 # Bodies over REQUEST_BODY_MAX_BYTES are refused by daphne's HTTP layer, before it would
 # buffer and parse them (infra_site/bodylimit.py).
@@ -27,7 +27,7 @@ application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
         # The caps come first: a refused connection costs no origin check or routing.
-        "websocket": WebsocketCaps(AllowedHostsOriginValidator(URLRouter(websocket_urlpatterns))),
+        "websocket": WebsocketCaps(ExactOriginValidator(URLRouter(websocket_urlpatterns))),
     }
 )
 
