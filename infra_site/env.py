@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import os
 import re
+from typing import Any
 
+import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -96,3 +98,55 @@ def env_label_selector(name: str, default: str) -> str:
             f"{name} must be an equality label selector like app=chaos-demo, not {value!r}."
         )
     return value
+
+
+def sqlite_problem(name: str, path: str, *, explicit: bool) -> str | None:
+    """Why this process could not write the SQLite database at `path`, in one sentence.
+
+    SQLite writes a journal next to the file, so the directory must be writable too.
+    In-memory databases (the test runner's) have nothing to check.
+    """
+    if path == ":memory:" or path.startswith("file:"):
+        return None
+    what = (
+        f"{name} names the SQLite file {path}, which"
+        if explicit
+        else (f"{name} is not set, and its default, the SQLite file {path},")
+    )
+    fix = f"set {name} to a PostgreSQL URL or to a SQLite file on a writable volume"
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        return f"{what} is in a directory that does not exist ({directory}); {fix}."
+    if os.path.exists(path) and not os.access(path, os.R_OK | os.W_OK):
+        return f"{what} is not writable by this process (uid {os.getuid()}); {fix}."
+    if not os.access(directory, os.W_OK | os.X_OK):
+        return (
+            f"{what} is in a directory this process cannot write ({directory}, "
+            f"uid {os.getuid()}); {fix}."
+        )
+    return None
+
+
+def env_database(name: str, default: str, **options: Any) -> dict[str, Any]:
+    """The DATABASES entry for a PostgreSQL or SQLite URL in `name`.
+
+    A URL that does not parse, or a SQLite file this process cannot write, stops the
+    process at start when the variable is set. Left unset, the default SQLite file is
+    checked when a connection is first opened instead (infra_site/sqlite): processes
+    that never touch the database (the metrics poller) must still start where that file
+    is read-only, as in the container image.
+    """
+    explicit = os.environ.get(name, "").strip() != ""
+    url = env_url(name, default, schemes=("sqlite", "postgres", "postgresql"))
+    try:
+        database: dict[str, Any] = dict(dj_database_url.parse(url, **options))
+    except ValueError as exc:
+        # The URL itself is not repeated: it may carry a password.
+        raise ImproperlyConfigured(f"{name} is not a valid database URL: {exc}.") from None
+    if database["ENGINE"] == "django.db.backends.sqlite3":
+        if explicit and (problem := sqlite_problem(name, database["NAME"], explicit=True)):
+            raise ImproperlyConfigured(problem)
+        database["ENGINE"] = "infra_site.sqlite"
+    elif not database.get("NAME"):
+        raise ImproperlyConfigured(f"{name} must name a database (…/<name> at its end).")
+    return database

@@ -10,12 +10,12 @@ import ipaddress
 from datetime import timedelta
 from pathlib import Path
 
-import dj_database_url
 from csp.constants import NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 
 from infra_site.env import (
     env_bool,
+    env_database,
     env_float,
     env_int,
     env_label_selector,
@@ -89,12 +89,10 @@ TEMPLATES = [
 # request's sync view runs in a thread of its own, so a connection kept for reuse is never
 # reused, and only closes when the garbage collector finds its dead thread; a crowd then
 # runs PostgreSQL out of connections. With 0 every request closes its own at the end.
-_database = dj_database_url.parse(
-    env_url(
-        "DATABASE_URL",
-        f"sqlite:///{BASE_DIR / 'db.sqlite3'}",
-        schemes=("sqlite", "postgres", "postgresql"),
-    ),
+# env_database also refuses a SQLite file this process could not write.
+_database = env_database(
+    "DATABASE_URL",
+    f"sqlite:///{BASE_DIR / 'db.sqlite3'}",
     conn_max_age=0,
     conn_health_checks=True,
 )

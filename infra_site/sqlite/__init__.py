@@ -1,0 +1,1 @@
+"""Django's SQLite backend, plus one check before the first connection (see base.py)."""
