@@ -30,11 +30,12 @@ import re
 import secrets
 import time
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any, cast
 
 import redis
 from django.conf import settings
+
+from infra_site.redisclient import redis_client
 
 KEY_PREFIX = "infra:chaos:budget"
 GLOBAL_KEY = f"{KEY_PREFIX}:global"
@@ -134,14 +135,9 @@ class RateDecision:
     scope: str = ""  # SCOPE_* when limited
 
 
-@lru_cache(maxsize=4)
-def _client(url: str) -> redis.Redis:
-    return redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
-
-
 def store() -> redis.Redis:
-    """The shared Redis (one connection pool per process)."""
-    return _client(settings.REDIS_URL)
+    """Where the budgets live: the shared Redis (tests put a fake one here)."""
+    return redis_client()
 
 
 def chaos_rate_check(*, identity: str) -> RateDecision:

@@ -28,6 +28,7 @@ from kubernetes import client
 from chaos import kube
 from chaos.models import ChaosEvent
 from chaos.pods import parse_selector
+from chaos.recovery import Recovery
 from chaos.selectors import refresh_history
 from chaos.victims import SYSTEM_RANDOM, Refusal, choose_victim
 
@@ -192,3 +193,18 @@ def chaos_unleash(
         (time.monotonic() - deleted) * 1000,
     )
     return event
+
+
+def chaos_event_record_recovery(*, recovery: Recovery) -> ChaosEvent | None:
+    """Stores how a kill healed; returns the updated event, or None when it was already
+    recorded. Conditional, so if another watcher (an old leader) got there first nothing
+    is written twice, and the caller announces nothing twice."""
+    updated = ChaosEvent.objects.filter(pk=recovery.event_id, ready_at__isnull=True).update(
+        replacement_uid=recovery.replacement_uid,
+        replacement_name=recovery.replacement_name,
+        replacement_created_at=recovery.replacement_created_at,
+        scheduled_at=recovery.scheduled_at,
+        ready_at=recovery.ready_at,
+        recovery_s=recovery.recovery_s,
+    )
+    return ChaosEvent.objects.get(pk=recovery.event_id) if updated else None

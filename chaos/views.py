@@ -8,7 +8,6 @@ import logging
 from django.conf import settings
 from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.views import csrf
 from django.views.decorators.http import require_POST
 
 from chaos.models import ChaosEvent
@@ -19,7 +18,6 @@ from infra_site.metrics import CHAOS_ATTEMPTS
 
 log = logging.getLogger(__name__)
 
-API_PREFIX = "/api/"
 # A press holds the kill lock for a list and a delete: tens of milliseconds, usually.
 BUSY_RETRY_AFTER_S = 1
 
@@ -82,11 +80,3 @@ def chaos_api(request: HttpRequest) -> HttpResponse:
     if event.outcome == ChaosEvent.Outcome.REFUSED:
         return _error(409, "not_enough_healthy", reason=event.reason)
     return _error(503, "cluster_unavailable")
-
-
-def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:
-    """CSRF_FAILURE_VIEW: JSON for the API (the page's script reads it), Django's usual
-    page everywhere else (the admin login)."""
-    if request.path.startswith(API_PREFIX):
-        return _error(403, "csrf_failed")
-    return csrf.csrf_failure(request, reason=reason)

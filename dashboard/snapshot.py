@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from typing import TypedDict
 
 from dashboard import promql
-from dashboard.nodes import anonymise
 from dashboard.prometheus import Point, Sample, scalar
+from infra_site.nodes import anonymise
 
 # History points and percentages are shown with one decimal; two keep the frame small
 # (it goes to every viewer every few seconds) without visible rounding.

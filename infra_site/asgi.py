@@ -13,9 +13,9 @@ django_asgi_app = get_asgi_application()
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from chaos import kube  # noqa: E402
-from dashboard.fanout import configure_gc  # noqa: E402
 from dashboard.routing import websocket_urlpatterns  # noqa: E402
 from infra_site import bodylimit  # noqa: E402
+from infra_site.gctuning import configure_gc  # noqa: E402
 from infra_site.wscap import WebsocketCaps  # noqa: E402
 from infra_site.wsorigin import ExactOriginValidator  # noqa: E402
 
@@ -37,5 +37,5 @@ application = ProtocolTypeRouter(
 kube.preload()
 
 # Start-up is done: tune the garbage collector for many long-lived websockets (the
-# reasons and the measurements are in dashboard/fanout.py).
+# reasons and the measurements are in infra_site/gctuning.py).
 configure_gc()

@@ -10,7 +10,8 @@ import contextlib
 import secrets
 
 import redis
-from django.conf import settings
+
+from infra_site.redisclient import redis_client
 
 # Renew and release only if we still hold the lock: a leader that stalled past its TTL
 # must not extend or delete the lock a standby has taken over since.
@@ -22,10 +23,6 @@ _RELEASE = (
     "if redis.call('get', KEYS[1]) == ARGV[1] then"
     " return redis.call('del', KEYS[1]) else return 0 end"
 )
-
-
-def redis_client() -> redis.Redis:
-    return redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
 
 
 class LeaderLock:

@@ -239,7 +239,7 @@ SERVESTATIC_USE_FINDERS = True
 SESSION_COOKIE_HTTPONLY = True
 CSRF_COOKIE_SAMESITE = "Strict"
 # JSON 403s for the API (the page script reads them), Django's page elsewhere.
-CSRF_FAILURE_VIEW = "chaos.views.csrf_failure"
+CSRF_FAILURE_VIEW = "infra_site.views.csrf_failure"
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"

@@ -1,5 +1,5 @@
-"""Probes for the orchestrator (liveness has no dependencies, readiness needs Redis) and
-the process's own metrics for Prometheus."""
+"""Site-wide views: probes for the orchestrator (liveness has no dependencies, readiness
+needs Redis), the process's own metrics for Prometheus, and the CSRF failure answer."""
 
 from __future__ import annotations
 
@@ -8,11 +8,14 @@ import ipaddress
 import redis
 from django.conf import settings
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.views import csrf
 from django.views.decorators.http import require_GET
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from infra_site.clientip import request_client_ip
-from infra_site.leader import redis_client
+from infra_site.redisclient import redis_client
+
+API_PREFIX = "/api/"
 
 
 @require_GET
@@ -42,3 +45,11 @@ def metrics(request: HttpRequest) -> HttpResponse:
     if not any(client in network for network in settings.METRICS_ALLOWED_NETWORKS):
         raise Http404
     return HttpResponse(generate_latest(REGISTRY), content_type=CONTENT_TYPE_LATEST)
+
+
+def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:
+    """CSRF_FAILURE_VIEW: JSON for the API (the page's script reads it), Django's usual
+    page everywhere else (the admin login)."""
+    if request.path.startswith(API_PREFIX):
+        return JsonResponse({"ok": False, "error": "csrf_failed"}, status=403)
+    return csrf.csrf_failure(request, reason=reason)

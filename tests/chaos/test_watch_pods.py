@@ -16,7 +16,7 @@ from chaos.eventwatch import EventWatch
 from chaos.management.commands import watch_pods
 from chaos.models import ChaosEvent
 from chaos.pods import Pod
-from dashboard.nodes import remember
+from infra_site.nodes import remember
 from tests.chaos.fakes import pod
 
 pytestmark = pytest.mark.django_db

@@ -26,9 +26,9 @@ from dashboard.consumers import (
     CLOSE_TOO_SLOW,
     MAX_CLIENT_TEXT,
 )
-from dashboard.publish import GROUP, publish
 from dashboard.routing import websocket_urlpatterns
 from infra_site.metrics import OPEN_WEBSOCKETS
+from infra_site.publish import GROUP, publish
 from infra_site.wscap import FrameBudget
 
 app = URLRouter(websocket_urlpatterns)

@@ -13,7 +13,7 @@ from django.core.cache import cache
 
 from dashboard import fanout
 from dashboard.fanout import Hub, Subscription
-from dashboard.publish import GROUP, MESSAGE_TYPE, encode, publish
+from infra_site.publish import GROUP, MESSAGE_TYPE, encode, publish
 
 
 @pytest.fixture(autouse=True)
@@ -153,17 +153,3 @@ async def test_a_viewer_connects_even_when_the_layer_is_unreachable(
     subscription, first = await asyncio.wait_for(hub.subscribe(), 1)
     assert first == [encode("metrics", {"ts": 1})]
     hub.unsubscribe(subscription)
-
-
-def test_configure_gc_freezes_start_up_and_raises_the_first_threshold() -> None:
-    import gc
-
-    before = gc.get_threshold()
-    try:
-        fanout.configure_gc()
-        assert gc.get_threshold() == fanout.GC_THRESHOLDS
-        assert gc.get_freeze_count() > 0
-        assert gc.isenabled()  # tuned, not switched off: closed connections' cycles go
-    finally:
-        gc.unfreeze()
-        gc.set_threshold(*before)

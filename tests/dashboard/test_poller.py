@@ -9,10 +9,10 @@ from django.test import override_settings
 
 from dashboard import promql
 from dashboard.management.commands.poll_metrics import Command
-from dashboard.nodes import node_label
 from dashboard.poller import HISTORY_REFRESH_S, MetricsPoller
-from dashboard.publish import latest
 from infra_site.metrics import BROADCASTS, POLL_FAILURES
+from infra_site.nodes import node_label
+from infra_site.publish import latest
 from tests.conftest import free_port
 from tests.dashboard.promserver import FakePrometheus, matrix, serve, value, vector
 

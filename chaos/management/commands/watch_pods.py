@@ -27,9 +27,10 @@ from chaos.models import ChaosEvent
 from chaos.narration import EventFeed
 from chaos.recovery import MAX_TRACKED, Kill, PodState, Recovery, RecoveryTracker
 from chaos.selectors import chaos_event_frame, refresh_history
-from dashboard.nodes import node_label
-from dashboard.publish import publish
+from chaos.services import chaos_event_record_recovery
 from infra_site.metrics import RECOVERY_SECONDS
+from infra_site.nodes import node_label
+from infra_site.publish import publish
 from infra_site.worker import WorkerCommand
 
 log = logging.getLogger(__name__)
@@ -208,20 +209,10 @@ class Command(WorkerCommand):
             self._record(recovery)
 
     def _record(self, recovery: Recovery) -> None:
-        # Conditional: if another watcher (an old leader) already recorded this kill,
-        # nothing is written twice and nothing is announced twice.
-        updated = ChaosEvent.objects.filter(pk=recovery.event_id, ready_at__isnull=True).update(
-            replacement_uid=recovery.replacement_uid,
-            replacement_name=recovery.replacement_name,
-            replacement_created_at=recovery.replacement_created_at,
-            scheduled_at=recovery.scheduled_at,
-            ready_at=recovery.ready_at,
-            recovery_s=recovery.recovery_s,
-        )
-        if not updated:
+        event = chaos_event_record_recovery(recovery=recovery)
+        if event is None:
             return
         RECOVERY_SECONDS.observe(recovery.recovery_s)
-        event = ChaosEvent.objects.get(pk=recovery.event_id)
         log.info("watch_pods: %s healed in %.2f s", event.pod_name, recovery.recovery_s)
         # The 24 h recovery summary changed: recomputed (in SQL) and cached here, once per
         # heal, for every page view to read.

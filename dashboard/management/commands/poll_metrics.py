@@ -14,10 +14,10 @@ from typing import Any
 
 from django.conf import settings
 
-from dashboard.nodes import remember
 from dashboard.poller import MetricsPoller
-from dashboard.publish import latest, publish
 from infra_site.metrics import POLL_FAILURES, POLL_SECONDS
+from infra_site.nodes import remember
+from infra_site.publish import latest, publish
 from infra_site.worker import WorkerCommand
 
 log = logging.getLogger(__name__)

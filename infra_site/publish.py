@@ -23,7 +23,7 @@ from infra_site.metrics import BROADCASTS
 log = logging.getLogger(__name__)
 
 GROUP = "infra"
-# The channel-layer message type; Channels routes it to the consumer's `infra_frame`.
+# The channel-layer message type; each web process's hub (dashboard/fanout.py) reads it.
 MESSAGE_TYPE = "infra.frame"
 Kind = Literal["metrics", "pods", "chaos"]
 # Frames a new viewer needs before the next update arrives.
