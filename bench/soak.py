@@ -1,0 +1,539 @@
+"""Ten minutes of strangers: does the demo stay up, truthful and one kill at a time?
+
+On the local stack (`devstack/up`) it starts what production runs, two web processes
+(daphne exactly as the Procfile starts it), a poller and a pod watcher, on a Redis
+database and SQLite file of its own, and for `--duration` seconds:
+
+  - keeps `--viewers` websocket viewers open, half on each web process, each from a
+    loopback address of its own; a closed viewer reconnects after 0.25-2.75 s, as the page;
+  - presses the chaos button `--press-rate` times a second from `--addresses` loopback
+    addresses, alternating between the web processes, and loads the page and the snapshot
+    API beside it;
+  - stops Prometheus for `--prometheus-outage` seconds, restarts Redis once, and sends one
+    reconnect storm of `--storm` new viewers within about a second;
+  - watches chaos-demo as the cluster admin, as `kubectl get pods -w` would.
+
+It prints: 5xx answers by status (503 is allowed only while a dependency is down), kills
+answered 200 against deletions the watch saw, the most pods terminating at once,
+metrics broadcasts a connected viewer missed, failed handshakes, and the web processes'
+RSS at start, after the warm-up and at the end. Exit status 1 if one of these is broken.
+
+    .venv/bin/python bench/soak.py                   # the full ten minutes
+    .venv/bin/python bench/soak.py --duration 120 --viewers 200 --storm 1000   # a quick look
+
+Other people pressing in chaos-demo meanwhile (a `make run` someone uses) show up as
+"deletions by others"; they are reported, never counted as ours.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import os
+import random
+import resource
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import redis
+import requests
+import websockets
+from requests.adapters import HTTPAdapter
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.chaos.stack import chaos_session, events  # noqa: E402
+from tests.conftest import Devstack, daphne_command, free_port, manage, read_env_file  # noqa: E402
+from tests.integration.podwatch import PodWatch  # noqa: E402
+
+SOAK_REDIS_DB = 10
+# A dependency's outage, and this long after it, may answer 503: clients notice a Redis
+# that is back on their next try, and the poller's Prometheus on its next round.
+RECOVERY_GRACE_S = 15.0
+# A viewer is expected to get a broadcast sent at least this long after it connected
+# and this long before it was closed: a frame in flight at either edge is not "lost".
+EDGE_S = 1.0
+
+
+def log(message: str) -> None:
+    print(f"[soak {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+# --- the app under test ----------------------------------------------------------------
+
+
+@dataclass
+class App:
+    urls: list[str]
+    web_pids: list[int]
+    procs: list[subprocess.Popen[bytes]]
+    devstack: Devstack
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            proc.terminate()
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def start_app(workdir: Path, viewers: int, storm: int) -> App:
+    stack_env = read_env_file(ROOT / ".devstack" / "env")
+    redis_url = stack_env["REDIS_URL"].rsplit("/", 1)[0] + f"/{SOAK_REDIS_DB}"
+    redis.Redis.from_url(redis_url).flushdb()
+    env = {
+        **os.environ,
+        **stack_env,
+        "REDIS_URL": redis_url,
+        "DATABASE_URL": f"sqlite:///{workdir / 'soak.sqlite3'}",
+        "DJANGO_DEBUG": "false",
+        # The caps stay the production defaults; only the per-process cap must fit the
+        # storm on top of the viewers, as it does by default (10,000).
+        "WS_MAX_PER_PROCESS": str(max(10_000, viewers + storm)),
+    }
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    subprocess.run(manage("migrate", "--noinput", "-v0"), cwd=ROOT, env=env, check=True)
+
+    def spawn(args: list[str], name: str, **extra: str) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            args,
+            cwd=ROOT,
+            env={**env, **extra},
+            stdout=(workdir / f"{name}.log").open("wb"),
+            stderr=subprocess.STDOUT,
+        )
+
+    ports = [free_port(), free_port()]
+    webs = [spawn(daphne_command(port), f"web-{port}") for port in ports]
+    workers = [
+        spawn(manage("poll_metrics"), "poller", METRICS_PORT=str(free_port())),
+        spawn(manage("watch_pods"), "watcher", METRICS_PORT=str(free_port())),
+    ]
+    urls = [f"http://127.0.0.1:{port}" for port in ports]
+    deadline = time.monotonic() + 60
+    for url in urls:
+        while True:
+            try:
+                if requests.get(f"{url}/readyz", timeout=2).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{url} never became ready (logs in {workdir})")
+            time.sleep(0.2)
+    devstack = Devstack(stack_env)
+    devstack.database_url = env["DATABASE_URL"]
+    return App(urls, [p.pid for p in webs], [*webs, *workers], devstack)
+
+
+def rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no VmRSS for {pid}")
+
+
+# --- what the clients saw --------------------------------------------------------------
+
+
+@dataclass
+class Answer:
+    at: float
+    kind: str  # "press" or "view"
+    status: int  # 0: no HTTP answer at all
+    body: dict[str, Any]
+
+
+@dataclass
+class Connection:
+    opened: float
+    closed: float | None = None
+    code: int | None = None
+    metrics: set[float] = field(default_factory=set)
+
+
+@dataclass
+class Seen:
+    answers: list[Answer] = field(default_factory=list)
+    connections: list[Connection] = field(default_factory=list)
+    first_seen: dict[float, float] = field(default_factory=dict)  # metrics ts -> arrival
+    handshake_failures: Counter[str] = field(default_factory=Counter)
+    outages: list[tuple[str, float, float]] = field(default_factory=list)
+    storm: dict[str, Any] = field(default_factory=dict)
+    rss: list[tuple[float, list[int]]] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def record(self, answer: Answer) -> None:
+        with self.lock:
+            self.answers.append(answer)
+
+    def outage_at(self, t: float) -> str | None:
+        for name, start, end in self.outages:
+            if start <= t <= end + RECOVERY_GRACE_S:
+                return name
+        return None
+
+
+def address(block: int, i: int) -> str:
+    """Loopback address number i of a block: Linux routes all of 127.0.0.0/8 to lo, so a
+    client can bind any of them and look like a visitor of its own to the app."""
+    return f"127.{block}.{i // 250}.{i % 250 + 1}"
+
+
+def ws_url(base: str) -> str:
+    return base.replace("http://", "ws://") + "/ws/infra/"
+
+
+def note_frame(seen: Seen, conn: Connection, raw: str | bytes, now: float) -> None:
+    frame = json.loads(raw)
+    if frame.get("type") == "metrics":
+        ts = frame["data"]["ts"]
+        conn.metrics.add(ts)
+        first = seen.first_seen.get(ts)
+        if first is None or now < first:
+            seen.first_seen[ts] = now
+
+
+async def viewer(seen: Seen, base: str, source: str, stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        try:
+            ws = await websockets.connect(
+                ws_url(base),
+                origin=websockets.Origin(base),
+                local_addr=(source, 0),
+                open_timeout=30,
+                max_queue=None,
+                ping_interval=None,
+            )
+        except Exception as exc:
+            seen.handshake_failures[type(exc).__name__] += 1
+            await asyncio.sleep(random.uniform(0.25, 2.75))
+            continue
+        conn = Connection(opened=time.monotonic())
+        seen.connections.append(conn)
+        try:
+            while not stop.is_set():
+                recv = asyncio.ensure_future(ws.recv())
+                halt = asyncio.ensure_future(stop.wait())
+                done, _ = await asyncio.wait({recv, halt}, return_when=asyncio.FIRST_COMPLETED)
+                if recv not in done:
+                    recv.cancel()
+                    break
+                halt.cancel()
+                note_frame(seen, conn, recv.result(), time.monotonic())
+        except websockets.ConnectionClosed as exc:
+            conn.code = exc.rcvd.code if exc.rcvd else None
+        finally:
+            conn.closed = time.monotonic()
+            await ws.close()
+        if not stop.is_set():
+            await asyncio.sleep(random.uniform(0.25, 2.75))
+
+
+async def storm(seen: Seen, urls: list[str], n: int, wait_s: float) -> None:
+    """n new viewers at once; each must get in and then get a broadcast it was not seeded
+    with on connect (the first metrics frame is the cached one)."""
+
+    async def one(i: int) -> str:
+        base = urls[i % len(urls)]
+        try:
+            ws = await websockets.connect(
+                ws_url(base),
+                origin=websockets.Origin(base),
+                local_addr=(address(30, i), 0),
+                open_timeout=30,
+                max_queue=None,
+                ping_interval=None,
+            )
+        except Exception as exc:
+            return f"handshake: {type(exc).__name__}"
+        try:
+            seed: float | None = None
+            deadline = time.monotonic() + wait_s
+            while (left := deadline - time.monotonic()) > 0:
+                frame = json.loads(await asyncio.wait_for(ws.recv(), left))
+                if frame.get("type") != "metrics":
+                    continue
+                if seed is None:
+                    seed = frame["data"]["ts"]
+                elif frame["data"]["ts"] != seed:
+                    return "ok"
+            return "no broadcast"
+        except TimeoutError:
+            return "no broadcast"
+        except websockets.ConnectionClosed as exc:
+            return f"closed {exc.rcvd.code if exc.rcvd else None}"
+        finally:
+            await ws.close()
+
+    started = time.monotonic()
+    results = Counter(await asyncio.gather(*(one(i) for i in range(n))))
+    seen.storm = {"viewers": n, "results": dict(results), "s": time.monotonic() - started}
+    for key, count in results.items():
+        if key.startswith("handshake"):
+            seen.handshake_failures[f"storm {key}"] += count
+
+
+# --- presses and page views ------------------------------------------------------------
+
+
+class FromAddress(HTTPAdapter):
+    """Connections from one loopback source address."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        super().__init__()
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["source_address"] = (self.source, 0)
+        super().init_poolmanager(*args, **kwargs)
+
+
+def visitors(urls: list[str], n: int) -> list[tuple[str, requests.Session]]:
+    out = []
+    for i in range(n):
+        url = urls[i % len(urls)]
+        session = chaos_session(url)
+        session.mount("http://", FromAddress(address(40, i)))
+        out.append((url, session))
+    return out
+
+
+def ask(seen: Seen, kind: str, method: str, session: requests.Session, url: str) -> None:
+    at = time.monotonic()
+    try:
+        response = session.request(method, url, timeout=15)
+    except requests.RequestException as exc:
+        seen.record(Answer(at, kind, 0, {"error": type(exc).__name__}))
+        return
+    body: dict[str, Any] = {}
+    if response.headers.get("Content-Type", "").startswith("application/json"):
+        body = response.json()
+    seen.record(Answer(at, kind, response.status_code, body))
+
+
+def crowd(seen: Seen, urls: list[str], addresses: int, rate: float, stop: threading.Event) -> None:
+    people = itertools.cycle(visitors(urls, addresses))
+    period = 1.0 / rate
+    next_at = time.monotonic()
+    with_threads: list[threading.Thread] = []
+    while not stop.is_set():
+        base, session = next(people)
+        jobs = [("press", "POST", f"{base}/api/infra/chaos")]
+        # Every other tick, the page and the API beside the press.
+        if random.random() < 0.5:
+            jobs.append(("view", "GET", f"{base}/infra"))
+            jobs.append(("view", "GET", f"{base}/api/infra/snapshot"))
+        for kind, method, url in jobs:
+            thread = threading.Thread(target=ask, args=(seen, kind, method, session, url))
+            thread.start()
+            with_threads.append(thread)
+        with_threads = [t for t in with_threads if t.is_alive()]
+        next_at += period
+        stop.wait(max(0.0, next_at - time.monotonic()))
+    for thread in with_threads:
+        thread.join(timeout=20)
+
+
+# --- the run ---------------------------------------------------------------------------
+
+
+def devstack_cmd(*args: str) -> None:
+    subprocess.run([str(ROOT / "devstack" / args[0]), *args[1:]], check=True, capture_output=True)
+
+
+async def scenario(args: argparse.Namespace, app: App, seen: Seen) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    started = time.monotonic()
+    duration: float = args.duration
+
+    def at(fraction: float) -> float:
+        return started + duration * fraction
+
+    async def sleep_until(t: float) -> None:
+        await asyncio.sleep(max(0.0, t - time.monotonic()))
+
+    async def sample_rss() -> None:
+        while not stop.is_set():
+            seen.rss.append((time.monotonic() - started, [rss_bytes(p) for p in app.web_pids]))
+            await asyncio.sleep(5)
+
+    tasks = [
+        asyncio.create_task(viewer(seen, app.urls[i % len(app.urls)], address(20, i), stop))
+        for i in range(args.viewers)
+    ]
+    tasks.append(asyncio.create_task(sample_rss()))
+    log(f"{args.viewers} viewers connecting; presses at {args.press_rate}/s")
+
+    await sleep_until(at(0.25))
+    log(f"Prometheus stopped for {args.prometheus_outage:.0f} s")
+    down = time.monotonic()
+    await loop.run_in_executor(None, devstack_cmd, "down", "prometheus")
+    await asyncio.sleep(args.prometheus_outage)
+    await loop.run_in_executor(None, devstack_cmd, "up", "prometheus")
+    seen.outages.append(("prometheus", down, time.monotonic()))
+    log("Prometheus back")
+
+    await sleep_until(at(0.5))
+    log("Redis restarting")
+    down = time.monotonic()
+    await loop.run_in_executor(None, devstack_cmd, "down", "redis")
+    await loop.run_in_executor(None, devstack_cmd, "up", "redis")
+    seen.outages.append(("redis", down, time.monotonic()))
+    log(f"Redis back after {time.monotonic() - down:.1f} s")
+
+    await sleep_until(at(0.7))
+    log(f"reconnect storm: {args.storm} new viewers at once")
+    await storm(seen, app.urls, args.storm, wait_s=30)
+    log(f"storm: {seen.storm['results']} in {seen.storm['s']:.1f} s")
+
+    await sleep_until(at(1.0))
+    stop.set()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def report(args: argparse.Namespace, app: App, seen: Seen, watch: Any, first_id: int) -> bool:
+    ok = True
+
+    def verdict(good: bool, line: str) -> None:
+        nonlocal ok
+        ok &= good
+        print(f"  {'ok  ' if good else 'FAIL'} {line}")
+
+    print(
+        f"\nsoak: {args.duration:.0f} s, 2 web processes, {args.viewers} viewers, presses "
+        f"{args.press_rate}/s from {args.addresses} addresses, Prometheus down "
+        f"{args.prometheus_outage:.0f} s, Redis restarted once, storm of {args.storm}"
+    )
+    statuses = Counter((a.kind, a.status) for a in seen.answers)
+    print(f"  answers: {dict(sorted(statuses.items()))}")
+    bad: Counter[tuple[int, str]] = Counter()
+    for a in seen.answers:
+        if a.status >= 500 or a.status == 0:
+            outage = seen.outage_at(a.at)
+            allowed = a.status == 503 and outage is not None
+            bad[(a.status, outage if allowed else "no dependency down")] += 1
+    unexplained = sum(n for (status, why), n in bad.items() if why == "no dependency down")
+    verdict(unexplained == 0, f"5xx (or no answer) by status and cause: {dict(bad) or 0}")
+
+    terminations = watch
+    rows = [row for row in events(app.devstack) if row["id"] > first_id]
+    by_id = {row["id"]: row for row in rows}
+    kills = [a.body for a in seen.answers if a.kind == "press" and a.status == 200]
+    deleted = [row for row in rows if row["outcome"] == "deleted"]
+    our_uids = {by_id[k["event_id"]]["pod_uid"] for k in kills if k["event_id"] in by_id}
+    phantom = [uid for uid in our_uids if uid not in terminations.since]
+    others = set(terminations.since) - our_uids
+    print(f"  kills answered 200: {len(kills)}; deletions the watch saw: {len(terminations.since)}")
+    verdict(
+        len(deleted) == len(kills) == len(our_uids) and not phantom,
+        f"phantom kills (a 200 or a 'deleted' row without a deletion seen): "
+        f"{len(phantom) + abs(len(deleted) - len(kills))}",
+    )
+    spans = sorted(
+        (terminations.since[uid], terminations.gone.get(uid, float("inf")))
+        for uid in our_uids
+        if uid in terminations.since
+    )
+    stacked = sum(gone > nxt for (_, gone), (nxt, _) in itertools.pairwise(spans))
+    verdict(stacked == 0, f"stacked kills (ours terminating at the same time): {stacked}")
+    print(
+        f"  most pods terminating at once: {terminations.most}"
+        + (f" (deletions by others meanwhile: {len(others)})" if others else "")
+    )
+    if not others:
+        verdict(terminations.most <= 1, "never more than one pod terminating")
+    verdict(len(kills) > 0, "at least one kill happened (something was tested)")
+
+    end = time.monotonic()
+    lost = expected = 0
+    for conn in seen.connections:
+        closed = conn.closed if conn.closed is not None else end
+        for ts, first in seen.first_seen.items():
+            if conn.opened + EDGE_S <= first <= closed - EDGE_S:
+                expected += 1
+                lost += ts not in conn.metrics
+    reconnects = len(seen.connections) - args.viewers
+    closes = Counter(c.code for c in seen.connections if c.code is not None)
+    print(
+        f"  viewer connections: {len(seen.connections)} ({reconnects} reconnects, closes by "
+        f"code {dict(closes) or 0}); metrics broadcasts: {len(seen.first_seen)}"
+    )
+    verdict(lost == 0, f"broadcasts lost: {lost} of {expected} expected deliveries")
+    storm_ok = seen.storm.get("results", {}).get("ok", 0)
+    verdict(
+        storm_ok == args.storm,
+        f"storm: {storm_ok}/{args.storm} got in and got a broadcast in "
+        f"{seen.storm.get('s', 0):.1f} s ({seen.storm.get('results')})",
+    )
+    failed = sum(seen.handshake_failures.values())
+    verdict(failed == 0, f"handshakes failed: {failed} {dict(seen.handshake_failures) or ''}")
+
+    mib = 1024 * 1024
+    first_rss = seen.rss[0][1]
+    warm = next((r for t, r in seen.rss if t >= args.duration * 0.15), first_rss)
+    last = seen.rss[-1][1]
+    peak = [max(r[i] for _, r in seen.rss) for i in range(len(first_rss))]
+    for i, url in enumerate(app.urls):
+        growth = (last[i] - warm[i]) / warm[i] * 100
+        verdict(
+            growth < 10,
+            f"web {url}: RSS start {first_rss[i] / mib:.0f} MiB, after warm-up "
+            f"{warm[i] / mib:.0f} MiB, peak {peak[i] / mib:.0f} MiB, end {last[i] / mib:.0f} "
+            f"MiB: {growth:+.1f} % after the warm-up",
+        )
+    return ok
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=float, default=600)
+    parser.add_argument("--viewers", type=int, default=1000)
+    parser.add_argument("--storm", type=int, default=5000)
+    parser.add_argument("--press-rate", type=float, default=4.0, help="presses a second")
+    parser.add_argument("--addresses", type=int, default=100)
+    parser.add_argument("--prometheus-outage", type=float, default=60)
+    args = parser.parse_args()
+
+    needed = 2 * (args.viewers + args.storm) + 1024
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < needed:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(needed, hard), hard))
+
+    workdir = Path(tempfile.mkdtemp(prefix="soak-"))
+    app = start_app(workdir, args.viewers, args.storm)
+    log(f"app: {' '.join(app.urls)} (logs in {workdir})")
+    seen = Seen()
+    first_id = max((row["id"] for row in events(app.devstack)), default=0)
+    watch = PodWatch(app.devstack)
+    stop_crowd = threading.Event()
+    presser = threading.Thread(
+        target=crowd, args=(seen, app.urls, args.addresses, args.press_rate, stop_crowd)
+    )
+    presser.start()
+    try:
+        asyncio.run(scenario(args, app, seen))
+    finally:
+        stop_crowd.set()
+        presser.join(timeout=60)
+        terminations = watch.close()
+        ok = report(args, app, seen, terminations, first_id)
+        app.stop()
+    sys.exit(0 if ok else 1)
+
+
+if __name__ == "__main__":
+    main()
