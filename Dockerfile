@@ -11,7 +11,9 @@ RUN python -m venv /opt/venv
 COPY requirements.txt /tmp/requirements.txt
 # Every runtime dependency ships wheels for this base (psycopg[binary] brings libpq),
 # so no compiler is needed.
-RUN /opt/venv/bin/pip install --only-binary=:all: -r /tmp/requirements.txt
+# pip and setuptools only install; the app never runs them (23 MB with their bytecode).
+RUN /opt/venv/bin/pip install --only-binary=:all: -r /tmp/requirements.txt \
+ && /opt/venv/bin/pip uninstall --quiet --yes pip setuptools
 
 FROM python:3.11-slim-bookworm
 ENV PATH=/opt/venv/bin:$PATH \
