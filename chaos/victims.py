@@ -22,16 +22,6 @@ class Refusal:
     reason: str
 
 
-def is_eligible(pod: Pod, *, namespace: str, labels: Mapping[str, str]) -> bool:
-    """A pod chaos may delete: ours, serving, and one its ReplicaSet will bring back."""
-    return (
-        pod.namespace == namespace
-        and matches(pod, labels)
-        and pod.serving
-        and pod.replicaset_uid is not None
-    )
-
-
 def choose_victim(
     *,
     pods: Iterable[Pod],
@@ -40,7 +30,8 @@ def choose_victim(
     min_ready: int,
     rng: random.Random = SYSTEM_RANDOM,
 ) -> Pod | Refusal:
-    """A random eligible pod, or why there must be none.
+    """A random eligible pod (ours, serving, owned by a ReplicaSet that will bring it
+    back), or why there must be none.
 
     Pods outside the namespace or selector are ignored entirely: they neither count as
     healthy nor block a kill. A Terminating pod blocks: while one is being replaced, the

@@ -126,9 +126,6 @@ class Hub:
         # (Django's cache handler keeps one per async context).
         self._seeding: asyncio.Task[None] | None = None
 
-    def __len__(self) -> int:
-        return len(self._subscriptions)
-
     async def subscribe(self) -> tuple[Subscription, list[str]]:
         """Registers a viewer; returns its queue and the frames to send it first."""
         subscription = Subscription(self.queue_limit)

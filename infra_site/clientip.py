@@ -124,8 +124,3 @@ def rate_key(ip: str, *, ipv6_prefix: int | None = None) -> str:
         prefix = int(settings.CLIENT_IPV6_PREFIX) if ipv6_prefix is None else ipv6_prefix
         return str(ipaddress.IPv6Network((address, prefix), strict=False))
     return str(address)
-
-
-def ratelimit_key(group: str, request: HttpRequest) -> str:
-    """A django-ratelimit `key=` callable: the request's rate-limit bucket."""
-    return rate_key(request_client_ip(request))

@@ -11,7 +11,6 @@ costs the channel layer one message per web process, however many people watch.
 from __future__ import annotations
 
 import json
-import logging
 from typing import Any, Literal
 
 from asgiref.sync import async_to_sync
@@ -19,8 +18,6 @@ from channels.layers import get_channel_layer
 from django.core.cache import cache
 
 from infra_site.metrics import BROADCASTS
-
-log = logging.getLogger(__name__)
 
 GROUP = "infra"
 # The channel-layer message type; each web process's hub (dashboard/fanout.py) reads it.
@@ -63,8 +60,3 @@ async def alatest_by_kind() -> dict[Kind, str]:
     """The remembered frames, encoded, by kind (only the kinds the cache has)."""
     found = await cache.aget_many([_latest_key(k) for k in REMEMBERED])
     return {k: found[_latest_key(k)] for k in REMEMBERED if _latest_key(k) in found}
-
-
-async def alatest_frames() -> list[str]:
-    """The remembered frames, encoded, for a viewer that just connected."""
-    return list((await alatest_by_kind()).values())

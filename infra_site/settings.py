@@ -218,11 +218,6 @@ REQUEST_BODY_MAX_BYTES = env_int("REQUEST_BODY_MAX_BYTES", 64 * 1024, minimum=10
 DATA_UPLOAD_MAX_MEMORY_SIZE = REQUEST_BODY_MAX_BYTES
 FILE_UPLOAD_MAX_MEMORY_SIZE = REQUEST_BODY_MAX_BYTES
 
-# Ratelimit counters must be shared by every web process, hence the Redis cache; and a
-# Redis outage must answer 503, not let the button through unlimited.
-RATELIMIT_USE_CACHE = "default"
-RATELIMIT_FAIL_OPEN = False
-
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = False

@@ -1,7 +1,7 @@
 """Settings for the test run: the real settings module, fed a test environment.
 
 Unit tests use in-process backends so they need no services; integration tests override
-these per test with the real Redis (see tests/integration/conftest.py).
+them per test with the real Redis (override_settings with the devstack's REDIS_URL).
 """
 
 from __future__ import annotations
@@ -15,5 +15,3 @@ from infra_site.settings import *  # noqa: F403
 
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
-# django-ratelimit refuses LocMem by default (it is per-process); unit tests are one process.
-SILENCED_SYSTEM_CHECKS = ["django_ratelimit.E003", "django_ratelimit.W001"]

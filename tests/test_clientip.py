@@ -13,7 +13,6 @@ from infra_site.clientip import (
     UNKNOWN,
     pick_client_ip,
     rate_key,
-    ratelimit_key,
     request_client_ip,
     scope_client_ip,
 )
@@ -124,8 +123,8 @@ def test_a_short_chain_is_logged_once_per_process(caplog: pytest.LogCaptureFixtu
 
 
 @override_settings(TRUSTED_PROXY_COUNT=1)
-def test_ratelimit_key_uses_the_forwarded_client() -> None:
+def test_a_forwarded_ipv6_client_is_limited_by_its_prefix() -> None:
     request = RequestFactory().post(
         "/api/infra/chaos", REMOTE_ADDR="10.0.0.5", HTTP_X_FORWARDED_FOR="2001:db8::7"
     )
-    assert ratelimit_key("chaos", request) == "2001:db8::/56"
+    assert rate_key(request_client_ip(request)) == "2001:db8::/56"
