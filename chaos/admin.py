@@ -8,6 +8,7 @@ from django.contrib import admin
 from django.http import HttpRequest
 
 from chaos.models import ChaosEvent
+from chaos.timeline import phases_text
 
 # ModelAdmin is generic only in django-stubs; at run time it is a plain class.
 if TYPE_CHECKING:
@@ -18,10 +19,16 @@ else:
 
 @admin.register(ChaosEvent)
 class ChaosEventAdmin(_ModelAdmin):
-    list_display = ["at", "outcome", "reason", "pod_name", "recovery_s", "client_hash"]
+    list_display = ["at", "outcome", "reason", "pod_name", "recovery_s", "timeline", "client_hash"]
     list_filter = ["outcome", "reason", "at"]
     search_fields = ["pod_name", "pod_uid", "replacement_name", "client_hash", "reason"]
     date_hierarchy = "at"
+    # The stored JSON stays readable on the detail page; the list shows it in words.
+    readonly_fields = ["timeline"]
+
+    @admin.display(description="phases")
+    def timeline(self, obj: ChaosEvent) -> str:
+        return phases_text(obj.phases)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

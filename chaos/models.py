@@ -1,4 +1,5 @@
-"""One row per chaos attempt that got past the rate limit (DESIGN.md, "Privacy" too)."""
+"""One row per chaos attempt that got past the rate limit. Visitors are kept only as a keyed
+hash of their rate-limit identity, never their address."""
 
 from __future__ import annotations
 
@@ -34,6 +35,10 @@ class ChaosEvent(models.Model):
     scheduled_at = models.DateTimeField(null=True, blank=True)
     ready_at = models.DateTimeField(null=True, blank=True)
     recovery_s = models.FloatField(null=True, blank=True)
+    # Where the recovery's seconds went (chaos/timeline.py's `Phases`): filled and updated
+    # by the watcher as each phase ends, kept when the victim's termination comes in after
+    # the heal, and null for events that were not kills (or predate the field).
+    phases = models.JSONField(null=True, blank=True)
 
     class Meta:
         ordering = ["-at", "-id"]

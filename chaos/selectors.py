@@ -1,6 +1,7 @@
 """Reads of chaos history for the page, the snapshot API and the websocket frames.
 
-The history part of the summary (the last kills, recovery p50/p95 over 24 h) is computed
+The history part of the summary (the last kills with their phases, recovery p50/p95 and
+the chart's recoveries over 24 h) is computed
 in SQL by a bounded handful of queries whatever the table's size, where the history
 changes (the chaos service on each kill, the pod watcher on each heal), and kept in the
 cache, so a page view normally reads no table at all. The cached copy also expires after
@@ -25,19 +26,49 @@ log = logging.getLogger(__name__)
 
 RECENT_COUNT = 20
 RECOVERY_WINDOW = timedelta(hours=24)
+# The chart draws one mark per kill: beyond this many in a day, the newest ones.
+CHART_MAX = 240
 HISTORY_KEY = "chaos:history"
 HISTORY_TTL_S = 60
 
 
 def chaos_event_frame(*, event: ChaosEvent) -> dict[str, Any]:
-    """The `chaos` websocket frame's data for one event (DESIGN.md, "Websocket")."""
+    """The `chaos` websocket frame's data for one event; `phases` is its recovery timeline
+    so far (chaos/timeline.py), null until the watcher has followed it."""
     return {
         "id": event.pk,
         "pod": event.pod_name,
         "at": event.at.isoformat(),
         "outcome": event.outcome,
         "recovery_s": None if event.recovery_s is None else round(event.recovery_s, 2),
+        "phases": event.phases,
     }
+
+
+def _durations(phases: Any) -> list[float | None] | None:
+    steps = phases.get("steps") if isinstance(phases, dict) else None
+    if not isinstance(steps, list):
+        return None
+    return [step.get("s") if isinstance(step, dict) else None for step in steps]
+
+
+def recovery_chart() -> list[list[Any]]:
+    """The last 24 h of recoveries, oldest first, for the chart: `[epoch_s, recovery_s,
+    [created_s, scheduled_s, started_s, ready_s] or null]`, a phase null when unknown."""
+    rows = (
+        ChaosEvent.objects.filter(
+            outcome=ChaosEvent.Outcome.DELETED,
+            at__gte=timezone.now() - RECOVERY_WINDOW,
+            recovery_s__isnull=False,
+        )
+        .order_by("-at", "-id")
+        .values_list("at", "recovery_s", "phases")[:CHART_MAX]
+    )
+    return [
+        [round(at.timestamp(), 3), round(recovery_s, 2), _durations(phases)]
+        for at, recovery_s, phases in reversed(rows)
+        if recovery_s is not None
+    ]
 
 
 def recovery_stats() -> dict[str, Any]:
@@ -74,6 +105,7 @@ def _history() -> dict[str, Any]:
     return {
         "recovery": recovery_stats(),
         "recent": [chaos_event_frame(event=event) for event in recent],
+        "chart": recovery_chart(),
     }
 
 
@@ -89,7 +121,8 @@ def refresh_history() -> dict[str, Any]:
 
 def chaos_summary() -> dict[str, Any]:
     """ChaosSummary: switch state, the per-visitor rate, recovery p50/p95 over the last
-    24 h, and the last kills, newest first. From the cache; computed on a miss."""
+    24 h, the last kills (newest first) and the 24 h chart's recoveries. From the cache;
+    computed on a miss."""
     try:
         history = cache.get(HISTORY_KEY)
     except (redis.RedisError, OSError):

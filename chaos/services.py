@@ -30,6 +30,7 @@ from chaos.models import ChaosEvent
 from chaos.pods import parse_selector
 from chaos.recovery import Recovery
 from chaos.selectors import refresh_history
+from chaos.timeline import Phases
 from chaos.victims import SYSTEM_RANDOM, Refusal, choose_victim
 
 log = logging.getLogger(__name__)
@@ -206,5 +207,16 @@ def chaos_event_record_recovery(*, recovery: Recovery) -> ChaosEvent | None:
         scheduled_at=recovery.scheduled_at,
         ready_at=recovery.ready_at,
         recovery_s=recovery.recovery_s,
+        phases=recovery.phases,
     )
     return ChaosEvent.objects.get(pk=recovery.event_id) if updated else None
+
+
+def chaos_event_record_phases(*, event_id: int, phases: Phases, healed: bool) -> ChaosEvent | None:
+    """Stores a kill's timeline as it grows; returns the updated event, or None when the
+    event is no longer in the state the timeline was built for (`healed` or not): an old
+    leader's late in-progress timeline never overwrites the healed one."""
+    updated = ChaosEvent.objects.filter(pk=event_id, ready_at__isnull=not healed).update(
+        phases=phases
+    )
+    return ChaosEvent.objects.get(pk=event_id) if updated else None

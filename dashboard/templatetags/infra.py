@@ -1,8 +1,7 @@
 """Formatting for the server-rendered `/infra` page.
 
-static/infra.js applies the same rules when frames arrive; both follow the thresholds and
-number formats of issue 3 ("colours by threshold"), so a number looks the same before and
-after the first live update.
+static/infra.js applies the same rules when frames arrive; both follow the same thresholds
+and number formats, so a number looks the same before and after the first live update.
 """
 
 from __future__ import annotations

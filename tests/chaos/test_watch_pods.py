@@ -228,13 +228,15 @@ def test_a_kill_gets_its_recovery_recorded_and_announced(
     )
     announced = kinds.index("chaos")
     assert terminating_frame < announced
-    assert frames[announced][1] == {
+    first = frames[announced][1]
+    assert {k: first[k] for k in ("id", "pod", "at", "outcome", "recovery_s")} == {
         "id": kill.pk,
         "pod": "web-0",
         "at": kill.at.isoformat(),
         "outcome": "deleted",
         "recovery_s": None,
     }
+    assert [step["state"] for step in first["phases"]["steps"]] == ["pending"] * 4
     command.step()
     kill.refresh_from_db()
     assert kill.replacement_uid == "n1"
@@ -246,11 +248,21 @@ def test_a_kill_gets_its_recovery_recorded_and_announced(
     assert 0 <= kill.recovery_s < 5
     assert kill.replacement_created_at <= kill.scheduled_at <= kill.ready_at
     chaos = [data for kind, data in frames if kind == "chaos"]
-    assert len(chaos) == 2  # the kill, then its recovery
-    chaos = chaos[1:]
-    assert chaos[0]["id"] == kill.pk
-    assert chaos[0]["recovery_s"] == round(kill.recovery_s, 2)
-    assert chaos[0]["recovery"]["count"] == 1
+    # The kill, each phase as it ends (created, scheduled), the recovery, the victim gone.
+    assert [sum(s["state"] == "done" for s in f["phases"]["steps"]) for f in chaos] == [
+        0,
+        1,
+        2,
+        4,
+        4,
+    ]
+    healed = next(f for f in chaos if f["recovery_s"] is not None)
+    assert healed["id"] == kill.pk
+    assert healed["recovery_s"] == round(kill.recovery_s, 2)
+    assert healed["recovery"]["count"] == 1
+    assert chaos[-1]["phases"]["complete"] is True
+    assert chaos[-1]["phases"] == kill.phases
+    assert sum(s["s"] for s in kill.phases["steps"]) == pytest.approx(kill.recovery_s, abs=0.02)
     assert (REGISTRY.get_sample_value("infra_chaos_recovery_seconds_count") or 0) == before + 1
     # The replacement shows Running in the pods frame before the victim is gone.
     pods_frames = [data for kind, data in frames if kind == "pods"]
@@ -260,7 +272,7 @@ def test_a_kill_gets_its_recovery_recorded_and_announced(
         for f in pods_frames
     )
     command.step()
-    assert len([kind for kind, _ in frames if kind == "chaos"]) == 2, "announced once each"
+    assert len([kind for kind, _ in frames if kind == "chaos"]) == 5, "announced once each"
 
 
 def test_an_events_thread_from_a_lost_leadership_never_publishes(

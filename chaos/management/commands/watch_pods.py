@@ -5,29 +5,33 @@ a pod turning Terminating reaches the page as fast as the apiserver tells us. Ea
 is one bounded watch call, so the worker loop renews its leader lock between calls; a
 410 Gone re-lists, a silent stream times out and reconnects from where it was.
 
-Every change publishes a `pods` frame. When a chaos kill's replacement is Ready, the
-kill's event gets its recovery timeline and a `chaos` frame tells everyone how fast
-Kubernetes healed. The namespace's Kubernetes Events, narrated, ride along in the pods
-frame (`events`), fed by a second watch on a thread (chaos/eventwatch.py).
+Every change publishes a `pods` frame. As a chaos kill heals, each phase that ends (the
+replacement created, scheduled, started, Ready; the victim gone) updates the kill's
+timeline (chaos/timeline.py) and a `chaos` frame tells everyone; when the replacement is
+Ready, the frame says how fast Kubernetes healed. The namespace's Kubernetes Events,
+narrated, ride along in the pods frame (`events`), fed by a second watch on a thread
+(chaos/eventwatch.py).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
 from django.db import close_old_connections, connections
+from django.db.models import Q
 from django.utils import timezone
 
 from chaos import kube
 from chaos.eventwatch import EventWatch
 from chaos.models import ChaosEvent
 from chaos.narration import EventFeed
-from chaos.recovery import MAX_TRACKED, Kill, PodState, Recovery, RecoveryTracker
+from chaos.recovery import MAX_TRACKED, Kill, PodState, Progress, Recovery, RecoveryTracker
 from chaos.selectors import chaos_event_frame, refresh_history
-from chaos.services import chaos_event_record_recovery
+from chaos.services import chaos_event_record_phases, chaos_event_record_recovery
 from infra_site.metrics import RECOVERY_SECONDS
 from infra_site.nodes import node_label
 from infra_site.publish import publish
@@ -39,6 +43,10 @@ log = logging.getLogger(__name__)
 # within seconds (the lock itself is renewed by WorkerCommand's heartbeat meanwhile).
 WATCH_TIMEOUT_S = 5
 MAX_BACKOFF_S = 4.0
+# A watch that resumes after being away longer than this first replays what it missed:
+# its events within REPLAY_S of the reconnect are not taken as the moment of their change.
+WATCH_GAP = timedelta(seconds=0.25)
+REPLAY_S = timedelta(seconds=0.5)
 
 
 class Command(WorkerCommand):
@@ -48,6 +56,8 @@ class Command(WorkerCommand):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.resource_version: str | None = None
+        # The last moment the watch was known to be connected and up to date.
+        self.contact: datetime | None = None
         self.state = PodState()
         self.tracker = RecoveryTracker()
         self.failures = 0
@@ -140,11 +150,14 @@ class Command(WorkerCommand):
         with self.lock:
             self.state.reset(snapshot.pods, now=timezone.now())
             self.resource_version = snapshot.resource_version
+            self.contact = timezone.now()
             self._publish_pods()
 
     def _watch(self, api: Any) -> bool:
         assert self.resource_version is not None
         changed = False
+        started = timezone.now()
+        away = self.contact is None or started - self.contact > WATCH_GAP
         for event in kube.watch_pods(
             api,
             namespace=settings.CHAOS_NAMESPACE,
@@ -153,9 +166,12 @@ class Command(WorkerCommand):
             timeout_s=WATCH_TIMEOUT_S,
         ):
             self.resource_version = event.resource_version or self.resource_version
+            now = timezone.now()
+            exact = not away or now - started > REPLAY_S
+            self.contact = now
             with self.lock:
                 applied = event.pod is not None and self.state.apply(
-                    event.type, event.pod, now=timezone.now()
+                    event.type, event.pod, now=now, exact=exact
                 )
                 if applied:
                     self._publish_pods()
@@ -164,6 +180,9 @@ class Command(WorkerCommand):
                 self._settle_recoveries()
             if self.stopping.is_set():
                 break
+        else:
+            # The call ran its course: connected, and told everything, until now.
+            self.contact = timezone.now()
         return changed
 
     def _publish_pods(self) -> None:
@@ -180,33 +199,52 @@ class Command(WorkerCommand):
                 log.warning("watch_pods: could not publish pods", exc_info=True)
 
     def _settle_recoveries(self) -> None:
-        """Learns of new kills, and records and announces the healed ones."""
+        """Learns of new kills, and records and announces how each one heals."""
         now = timezone.now()
-        pending = ChaosEvent.objects.filter(
-            outcome=ChaosEvent.Outcome.DELETED,
-            ready_at__isnull=True,
-            deleted_at__gte=now - MAX_TRACKED,
-        ).exclude(pk__in=list(self.tracker.kills))
-        for event in pending:
-            self.tracker.track(
-                [
-                    Kill(
-                        event_id=event.pk,
-                        pod_uid=event.pod_uid,
-                        pod_name=event.pod_name,
-                        replicaset_uid=event.replicaset_uid,
-                        deleted_at=event.deleted_at or event.at,
-                    )
-                ]
+        # Healed kills whose victim was still shutting down are followed too (after a
+        # restart, say), so their timeline gets its last phase or says it was missed.
+        fresh = (
+            ChaosEvent.objects.filter(
+                outcome=ChaosEvent.Outcome.DELETED, deleted_at__gte=now - MAX_TRACKED
             )
-            # The kill's own announcement comes from here, not from the web process:
-            # with many viewers each frame is a fan-out, and the pods frame showing the
-            # victim Terminating (published first) is the one that must not wait.
-            self._publish_chaos(chaos_event_frame(event=event))
-        for kill in self.tracker.expire(now=now):
-            log.info("watch_pods: no Ready replacement for %s; giving up", kill.pod_name)
+            .filter(Q(ready_at__isnull=True) | Q(phases__terminated__state="pending"))
+            .exclude(pk__in=list(self.tracker.following()))
+        )
+        self.tracker.track(
+            Kill(
+                event_id=event.pk,
+                pod_uid=event.pod_uid,
+                pod_name=event.pod_name,
+                replicaset_uid=event.replicaset_uid,
+                deleted_at=event.deleted_at or event.at,
+                healed=event.phases if event.ready_at is not None else None,
+            )
+            for event in fresh
+        )
+        for progress in self.tracker.expire(now=now, state=self.state):
+            log.info(
+                "watch_pods: stopped following kill %s; its timeline stays partial",
+                progress.event_id,
+            )
+            self._store(progress)
         for recovery in self.tracker.recoveries(self.state):
             self._record(recovery)
+        # A newly learnt kill's first timeline is its announcement. It comes from here, not
+        # from the web process: with many viewers each frame is a fan-out, and the pods
+        # frame showing the victim Terminating (published first) is the one that must not
+        # wait.
+        for progress in self.tracker.progress(self.state):
+            self._store(progress)
+
+    def _store(self, progress: Progress) -> None:
+        event = chaos_event_record_phases(
+            event_id=progress.event_id, phases=progress.phases, healed=progress.healed
+        )
+        if event is None:
+            return
+        # Recent kills (and their bars) are part of the cached history a page view reads.
+        recovery = refresh_history()["recovery"]
+        self._publish_chaos({**chaos_event_frame(event=event), "recovery": recovery})
 
     def _record(self, recovery: Recovery) -> None:
         event = chaos_event_record_recovery(recovery=recovery)
@@ -216,8 +254,8 @@ class Command(WorkerCommand):
         log.info("watch_pods: %s healed in %.2f s", event.pod_name, recovery.recovery_s)
         # The 24 h recovery summary changed: recomputed (in SQL) and cached here, once per
         # heal, for every page view to read.
-        recovery = refresh_history()["recovery"]
-        self._publish_chaos({**chaos_event_frame(event=event), "recovery": recovery})
+        summary = refresh_history()["recovery"]
+        self._publish_chaos({**chaos_event_frame(event=event), "recovery": summary})
 
     def _publish_chaos(self, frame: dict[str, Any]) -> None:
         try:
