@@ -1,5 +1,6 @@
 """HTTP for the chaos button: check the method, the switch and the budget, call the
-service, translate its outcome (DESIGN.md, "HTTP"). Sync on purpose: django-ratelimit is."""
+service, translate its outcome (the answers: docs/contract.md). Sync: the Kubernetes
+client, Redis and the ORM all block, and Django runs each sync view in a thread of its own."""
 
 from __future__ import annotations
 

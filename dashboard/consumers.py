@@ -1,4 +1,4 @@
-"""The websocket viewers connect to. Server -> client only (DESIGN.md, "Websocket").
+"""The websocket viewers connect to. Server -> client only (docs/contract.md, "Websocket").
 
 Frames reach a viewer through this process's fan-out hub (dashboard/fanout.py), not
 through a channel of the viewer's own: Channels would otherwise make every viewer a
@@ -92,7 +92,7 @@ class InfraConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels s
             await self._close_for("binary", CLOSE_BINARY, "binary frames are not accepted")
         elif text_data is not None and len(text_data) > MAX_CLIENT_TEXT:
             await self._close_for("too_big", CLOSE_TOO_BIG, "frame too large")
-        # Any other text is ignored: the protocol has no client messages (DESIGN.md).
+        # Any other text is ignored: the protocol has no client messages.
 
     async def _close_for(self, reason: str, code: int, text: str) -> None:
         self.closing = True

@@ -1,4 +1,5 @@
-"""Every PromQL string the dashboard runs, in one place (DESIGN.md, "metrics" frame).
+"""Every PromQL string the dashboard runs, in one place; together they feed the `metrics`
+frame (docs/contract.md).
 
 Scalars are one number each; vectors keep their labels so the snapshot can name nodes.
 The CPU and memory percentages are also the two history series, so the sparkline and the

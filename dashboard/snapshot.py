@@ -1,4 +1,4 @@
-"""The `metrics` frame (DESIGN.md, "Websocket"): typed, assembled from one poll round.
+"""The `metrics` frame (docs/contract.md, "Websocket"): typed, assembled from one poll round.
 
 Pure functions of what Prometheus answered, so every rule here (what counts as stale, how
 nodes are named, what null means) is tested without a server. Real node names go in and
@@ -65,7 +65,7 @@ Answers = Mapping[str, list[Sample] | None]
 @dataclass(frozen=True)
 class Assembled:
     snapshot: Snapshot
-    # Real name -> "Node N", for dashboard.nodes.remember; empty when Kubernetes'
+    # Real name -> "Node N", for infra_site.nodes.remember; empty when Kubernetes'
     # node list was not available this round (the last known mapping then stays).
     node_labels: dict[str, str]
     # Queries whose answer was missing, empty where a value was expected, or not finite.

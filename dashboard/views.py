@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 
 def _snapshot() -> dict[str, Any]:
-    """Snapshot API body (DESIGN.md, "HTTP"); raises RedisError / DatabaseError."""
+    """Snapshot API body (docs/contract.md, "HTTP"); raises RedisError / DatabaseError."""
     return {"metrics": latest("metrics"), "pods": latest("pods"), "chaos": chaos_summary()}
 
 

@@ -1,4 +1,4 @@
-"""Node anonymisation: real node names never leave the server (DESIGN.md, "Privacy").
+"""Node anonymisation: real node names never leave the server.
 
 Nodes are shown as "Node 1".."Node N", numbered in the order of their sorted real names,
 so the same cluster always gets the same numbering and a viewer cannot learn a name.

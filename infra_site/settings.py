@@ -1,4 +1,4 @@
-"""Settings, read from the environment only (see DESIGN.md, "Configuration").
+"""Settings, read from the environment only (each one: docs/contract.md, "Settings").
 
 There is one settings module for every place the app runs; what differs between a laptop
 and a cluster is the environment, never the code path.

@@ -1,4 +1,4 @@
-"""`python manage.py poll_metrics`: one poller for every viewer (DESIGN.md, "Processes").
+"""`python manage.py poll_metrics`: one poller for every viewer (docs/architecture.md).
 
 Every POLL_INTERVAL seconds the leader runs the PromQL set once, publishes the snapshot
 (which also stores it in the cache for new viewers and the page) and refreshes the node
