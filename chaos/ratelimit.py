@@ -26,7 +26,6 @@ is off by d moves the windows it checks by d, which is far below the windows' se
 from __future__ import annotations
 
 import math
-import re
 import secrets
 import time
 from dataclasses import dataclass
@@ -35,6 +34,7 @@ from typing import Any, cast
 import redis
 from django.conf import settings
 
+from infra_site.env import parse_rate
 from infra_site.redisclient import redis_client
 
 KEY_PREFIX = "infra:chaos:budget"
@@ -44,10 +44,6 @@ GLOBAL_KEY = f"{KEY_PREFIX}:global"
 SCOPE_VISITOR = "visitor"  # this visitor's own budget
 SCOPE_GLOBAL = "global"  # everyone's budget is spent
 SCOPE_RESERVED = "reserved"  # what is left is kept for visitors who have not pressed yet
-
-_UNITS_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-# count/[multiplier]unit, as CHAOS_RATE_* are written (infra_site/env.py checks them).
-_RATE = re.compile(r"^(\d+)/(\d*)([smhd])$")
 
 # KEYS[1]: this visitor's accepted presses; KEYS[2]: everyone's (sorted sets, score = ms).
 # ARGV: now (ms), the visitor's count and window (ms), the global count and window (ms),
@@ -103,21 +99,6 @@ return {1}
 
 class RateLimitUnavailable(Exception):
     """The budgets could not be read or written (Redis down): refuse, never let through."""
-
-
-@dataclass(frozen=True)
-class Rate:
-    count: int
-    window_ms: int
-
-
-def parse_rate(text: str) -> Rate:
-    """ "3/m" -> 3 per 60 s; "10/5m" -> 10 per 300 s (django-ratelimit's syntax)."""
-    match = _RATE.match(text)
-    if not match or int(match.group(1)) < 1:
-        raise ValueError(f"not a rate: {text!r}")
-    multiplier = int(match.group(2) or 1)
-    return Rate(int(match.group(1)), multiplier * _UNITS_S[match.group(3)] * 1000)
 
 
 def reserved_presses(global_count: int, percent: int) -> int:

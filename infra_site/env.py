@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import dataclass
 from typing import Any
 
 import dj_database_url
@@ -15,8 +16,25 @@ from django.core.exceptions import ImproperlyConfigured
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
-# django-ratelimit's own syntax: count/[multiplier]unit, e.g. 3/m, 100/h, 10/5m.
+# django-ratelimit's syntax, kept for its familiarity: count/[multiplier]unit, e.g. 3/m,
+# 100/h, 10/5m.
 _RATE = re.compile(r"^(\d+)/(\d*)([smhd])$")
+_UNITS_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+@dataclass(frozen=True)
+class Rate:
+    count: int
+    window_ms: int
+
+
+def parse_rate(text: str) -> Rate:
+    """ "3/m" -> 3 per 60 s; "10/5m" -> 10 per 300 s. ValueError for anything else."""
+    match = _RATE.match(text)
+    if not match or int(match.group(1)) < 1:
+        raise ValueError(f"not a rate: {text!r}")
+    multiplier = int(match.group(2) or 1)
+    return Rate(int(match.group(1)), multiplier * _UNITS_S[match.group(3)] * 1000)
 
 
 def _raw(name: str, default: str | None) -> str:
@@ -72,12 +90,13 @@ def env_list(name: str, default: str) -> list[str]:
 
 def env_rate(name: str, default: str) -> str:
     value = _raw(name, default)
-    match = _RATE.match(value)
-    if not match or int(match.group(1)) < 1:
+    try:
+        parse_rate(value)
+    except ValueError:
         raise ImproperlyConfigured(
             f"{name} must be a rate like 3/m or 100/h (count/[n]unit, unit s, m, h or d), "
             f"not {value!r}."
-        )
+        ) from None
     return value
 
 

@@ -16,12 +16,11 @@ from chaos.ratelimit import (
     SCOPE_GLOBAL,
     SCOPE_RESERVED,
     SCOPE_VISITOR,
-    Rate,
     RateLimitUnavailable,
     chaos_rate_check,
-    parse_rate,
     reserved_presses,
 )
+from infra_site.env import Rate, parse_rate
 from tests.chaos.fakes import FakeApi
 from tests.conftest import free_port
 
