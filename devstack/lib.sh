@@ -14,6 +14,8 @@ BIN_DIR="$CACHE_ROOT/bin-k8s-$K8S_VERSION-etcd-$ETCD_VERSION-kwok-$KWOK_VERSION-
 # Runtime state of one running stack: PIDs, logs, the app's env file and kubeconfigs.
 STATE_DIR=${DEVSTACK_STATE:-$PROJECT_DIR/.devstack}
 PID_DIR="$STATE_DIR/pids"
+# What devstack/supervise keeps running: the current PID and restart count of each child.
+CHILD_DIR="$PID_DIR/children"
 LOG_DIR="$STATE_DIR/logs"
 CLUSTER_NAME=${DEVSTACK_CLUSTER:-infra-chaos}
 export KWOK_WORKDIR="$STATE_DIR/kwok"
@@ -21,6 +23,12 @@ KWOK_CLUSTER_DIR="$KWOK_WORKDIR/clusters/$CLUSTER_NAME"
 ADMIN_KUBECONFIG="$KWOK_CLUSTER_DIR/kubeconfig.yaml"
 CHAOS_KUBECONFIG="$STATE_DIR/kubeconfig-chaos"
 KUBECTL="$BIN_DIR/kubectl"
+# The namespace `make run` shows and breaks, and a copy of it that the test suite breaks
+# instead (its own Deployment, ServiceAccount, token and RoleBinding), so a test run never
+# rescales or re-binds what a running app uses.
+DEMO_NAMESPACE=chaos-demo
+TEST_NAMESPACE=chaos-test
+TEST_KUBECONFIG="$STATE_DIR/kubeconfig-chaos-test"
 
 # Container images (devstack/image): podman reads a project-local containers.conf instead
 # of the machine's /etc/containers/containers.conf (CONTAINERS_CONF replaces it), so the
@@ -30,12 +38,17 @@ BASE_IMAGE=docker.io/library/python:3.11-slim-bookworm
 APP_IMAGE=localhost/infra-chaos:devstack
 
 # Fixed loopback ports, so a newcomer can open them and Prometheus can scrape them.
-REDIS_PORT=6379
-KSM_PORT=8080
-KSM_TELEMETRY_PORT=8081
-PROMETHEUS_PORT=9090
-NODE_EXPORTER_PORTS=(9100 9101 9102)
-POSTGRES_PORT=55432
+# DEVSTACK_PORT_OFFSET moves them all, for a second stack beside the first (the devstack's
+# own tests run one in a temporary DEVSTACK_STATE).
+PORT_OFFSET=${DEVSTACK_PORT_OFFSET:-0}
+REDIS_PORT=$((6379 + PORT_OFFSET))
+KSM_PORT=$((8080 + PORT_OFFSET))
+KSM_TELEMETRY_PORT=$((8081 + PORT_OFFSET))
+PROMETHEUS_PORT=$((9090 + PORT_OFFSET))
+NODE_EXPORTER_PORTS=($((9100 + PORT_OFFSET)) $((9101 + PORT_OFFSET)) $((9102 + PORT_OFFSET)))
+POSTGRES_PORT=$((55432 + PORT_OFFSET))
+# Where Debian installs the PostgreSQL server, one folder per major version.
+POSTGRES_LIB=${DEVSTACK_POSTGRES_LIB:-/usr/lib/postgresql}
 # The fake nodes; each gets a node exporter whose host name is the node's name.
 NODES=(kwok-node-0 kwok-node-1 kwok-node-2)
 
@@ -48,33 +61,69 @@ die() { log "error: $*"; exit 1; }
 
 kubectl_admin() { "$KUBECTL" --kubeconfig "$ADMIN_KUBECONFIG" "$@"; }
 
-# Whether the process recorded under this name is alive.
-running() {
-  local f="$PID_DIR/$1.pid"
-  [ -f "$f" ] && kill -0 "$(cat "$f")" 2>/dev/null
+# The start time of a process (clock ticks since boot, field 22 of /proc/PID/stat): with
+# the PID it names one process for good, where a PID alone is reused once it exits.
+proc_start() {
+  local stat
+  stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+  # The command name (field 2) may hold spaces; the fields after it do not.
+  stat=${stat##*) }
+  # shellcheck disable=SC2086
+  set -- $stat
+  echo "${20}"
 }
 
-# Starts a long-running process in its own session (so a Ctrl-C meant for the app does
-# not take the stack down with it), logging to $LOG_DIR/<name>.log.
+# Records a started process: its PID, and beside it its start time.
+record_pid() {
+  echo "$2" >"$PID_DIR/$1.pid"
+  proc_start "$2" >"$PID_DIR/$1.pid.start" || true
+}
+
+# Whether the process recorded under this name is alive: the PID in its pidfile exists
+# and is the very process that was recorded (same start time), not a stranger that got
+# the PID of one that died, say before a reboot.
+running() {
+  local f="$PID_DIR/$1.pid" pid
+  [ -f "$f" ] || return 1
+  pid=$(cat "$f")
+  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 1
+  [ -f "$f.start" ] || return 0
+  [ "$(proc_start "$pid" || true)" = "$(cat "$f.start")" ]
+}
+
+# Starts a long-running process in its own session and process group (so a Ctrl-C meant
+# for the app does not take the stack down with it, and `stop_pid` can signal the whole
+# group), logging to $LOG_DIR/<name>.log.
 start_bg() {
   local name=$1; shift
   mkdir -p "$PID_DIR" "$LOG_DIR"
   setsid "$@" >"$LOG_DIR/$name.log" 2>&1 </dev/null &
-  echo $! >"$PID_DIR/$name.pid"
+  record_pid "$name" $!
 }
 
-# Stops a recorded process: TERM, up to 10 s grace, then KILL.
+# Starts a process under devstack/supervise, which restarts it whenever it exits. The
+# pidfile holds the supervisor; $CHILD_DIR/<name>.pid the process itself.
+start_supervised() {
+  local name=$1; shift
+  mkdir -p "$CHILD_DIR"
+  start_bg "$name" "$DEVSTACK_DIR/supervise" "$name" "$CHILD_DIR/$name.pid" -- "$@"
+}
+
+# Stops a recorded process and its process group (a shell's `sleep`, a supervisor's
+# child): TERM, up to 10 s grace, then KILL. A stale pidfile is only removed.
 stop_pid() {
   local name=$1 f="$PID_DIR/$1.pid" pid
   [ -f "$f" ] || return 0
   pid=$(cat "$f")
-  if kill -0 "$pid" 2>/dev/null; then
-    kill -TERM "$pid" 2>/dev/null || true
+  if running "$name"; then
+    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
     for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
-    kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null
+    kill -0 "$pid" 2>/dev/null && kill -KILL -- "-$pid" 2>/dev/null
+    # What the group leaves behind (a child that ignored TERM) goes too.
+    kill -KILL -- "-$pid" 2>/dev/null || true
     log "stopped $name (pid $pid)"
   fi
-  rm -f "$f"
+  rm -f "$f" "$f.start" "$CHILD_DIR/$name.pid" "$CHILD_DIR/$name.restarts"
 }
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
