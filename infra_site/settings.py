@@ -104,8 +104,9 @@ DATABASES = {"default": _database}
 WORKER_CONN_MAX_AGE = 60
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-# One Redis carries the channel layer, the cache (latest snapshot, rate-limit counters)
-# and the leader locks, so every web process and both workers share one view of state.
+# One Redis carries the channel layer, the cache (latest frames, chaos history, kill lock),
+# the chaos budgets and the leader locks, so every web process and both workers share one
+# view of state.
 REDIS_URL = env_url("REDIS_URL", "redis://127.0.0.1:6379/0", schemes=("redis", "rediss"))
 CACHES = {
     "default": {
@@ -150,9 +151,9 @@ if CLIENT_IPV6_PREFIX > 64:
 
 ADMIN_URL = env_str("ADMIN_URL", "admin/").strip("/") + "/"
 
-# Websocket viewers one process accepts: per client (rate_key, so an IPv6 /64 is one
-# client) and in all. Each web replica counts its own, so a client can hold at most
-# WS_MAX_PER_IP connections on each replica.
+# Websocket viewers one process accepts: per client (rate_key, so an IPv6 prefix of
+# CLIENT_IPV6_PREFIX bits is one client) and in all. Each web replica counts its own, so
+# a client can hold at most WS_MAX_PER_IP connections on each replica.
 WS_MAX_PER_IP = env_int("WS_MAX_PER_IP", 20, minimum=1)
 WS_MAX_PER_PROCESS = env_int("WS_MAX_PER_PROCESS", 10000, minimum=1)
 # Viewers have nothing to say, so a socket may send only a few frames a second (with a
