@@ -129,11 +129,14 @@ class PodState:
         # Exact only when a live event shows the change against the pod as the watcher last
         # saw it: what a pod had already passed when first met in a list or a replay stays
         # unknown.
+        # A pod new to a live watch was created just now, with whatever it shows already
+        # (a replacement that the controller created, the scheduler bound and so on within
+        # one delivery).
         changes = {
             "created": before is None,
-            "scheduled": bool(pod.node) and before is not None and not before.node,
-            "started": _started(pod) and before is not None and not _started(before),
-            "ready": pod.ready and before is not None and not before.ready,
+            "scheduled": bool(pod.node) and (before is None or not before.node),
+            "started": _started(pod) and (before is None or not _started(before)),
+            "ready": pod.ready and (before is None or not before.ready),
         }
         for name, happened in changes.items():
             if happened and name not in seen.exact:
@@ -171,10 +174,16 @@ class PodState:
             "ready": pod.ready,
         }
         out: dict[str, Mark] = {}
+        first = seen.exact.get("created")
+        # A pod an ADDED event showed long after its creation (it came into the selector
+        # later, say) was not new then: nothing that event showed is a time of its own.
+        late = first is not None and precise(pod.created_at, first) != first
         for name in timeline.PHASES:
             at = seen.exact.get(name)
             stamp = stamps.get(name)
             if at is not None and stamp is not None and precise(stamp, at) != at:
+                at = None
+            if late and at == first:
                 at = None
             out[name] = Mark(reached=reached[name], at=at)
         return out
