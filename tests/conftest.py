@@ -3,6 +3,11 @@
 Integration and browser tests ask for `devstack`. When the stack is not running they skip
 on a laptop, but under CI=true they fail: a CI run that silently skipped the real-service
 tests would prove nothing.
+
+The suite shares the stack with a running `make run` and must never break it: app
+processes a test starts work on the namespace `chaos-test` (devstack/up makes it a copy of
+`chaos-demo`, with its own ServiceAccount, token and RoleBinding), never on `chaos-demo`,
+and each user of Redis has a database of its own, from `RedisDb` below.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from enum import IntEnum, unique
 from pathlib import Path
 
 import pytest
@@ -23,9 +29,48 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 STATE_DIR = Path(os.environ.get("DEVSTACK_STATE", ROOT / ".devstack"))
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
-# Integration tests get a Redis database of their own so they never touch the one a
-# running `make run` uses (database 0). TEST_REDIS_DB lets two suites run side by side.
-TEST_REDIS_DB = int(os.environ.get("TEST_REDIS_DB", "15"))
+# The namespace devstack/up sets aside for the test suite (and its chaos-monkey account).
+TEST_NAMESPACE = "chaos-test"
+SELECTOR = "app=chaos-demo"
+
+
+@unique
+class RedisDb(IntEnum):
+    """Every Redis database on the devstack's server, and the one user of each.
+
+    Users that share one would see each other's leader locks, budgets and frames: a
+    poller of one suite would lead for another's. `@unique` refuses two names for one
+    number, and tests/test_redis_dbs.py that any number is written outside this table.
+    """
+
+    APP = 0  # `make run`: the app's REDIS_URL in .devstack/env
+    INTEGRATION = 15  # the default for app processes tests start (Devstack.redis_url)
+    DASHBOARD_POLLER = 14  # tests/integration/test_dashboard_poller.py, its pollers' lock
+    DASHBOARD_WEBSOCKET = 9  # tests/integration/test_dashboard_websocket.py
+    E2E_DASHBOARD = 13  # tests/e2e/test_dashboard.py
+    E2E_CHAOS = 12  # tests/e2e/test_chaos.py
+    SIDE_BY_SIDE = 7  # tests/integration/test_side_by_side.py's own scenario processes
+    BENCH_SOAK = 10  # bench/soak.py
+    BENCH_CHAOS_LATENCY = 11  # bench/chaos_latency.py
+    BENCH_WS_FANOUT = 6  # bench/ws_fanout.py
+
+
+# TEST_REDIS_DB moves the integration default, so two checkouts' suites can share a Redis.
+TEST_REDIS_DB = int(os.environ.get("TEST_REDIS_DB", str(int(RedisDb.INTEGRATION))))
+
+
+def until(check: Callable[[], object], *, timeout: float, what: str, every: float = 0.2) -> object:
+    """Polls `check` until it returns something truthy, and returns that; fails naming
+    `what` and the last value seen. The one way tests wait for an event, never a sleep."""
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while True:
+        last = check()
+        if last:
+            return last
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout} s (last: {last!r})")
+        time.sleep(every)
 
 
 def unavailable(reason: str) -> None:
@@ -55,11 +100,27 @@ class Devstack:
 
     @property
     def redis_url(self) -> str:
+        """The integration tests' database (RedisDb.INTEGRATION, or TEST_REDIS_DB)."""
+        return self.redis_db(TEST_REDIS_DB)
+
+    def redis_db(self, db: int) -> str:
+        """The URL of one database of the devstack's Redis: take `db` from RedisDb."""
         base = self.env["REDIS_URL"].rsplit("/", 1)[0]
-        return f"{base}/{TEST_REDIS_DB}"
+        return f"{base}/{int(db)}"
+
+    @property
+    def namespace(self) -> str:
+        """The namespace tests break: `chaos-test`, never `make run`'s `chaos-demo`."""
+        return self.env["DEVSTACK_TEST_NAMESPACE"]
 
     @property
     def chaos_kubeconfig(self) -> str:
+        """The test namespace's chaos-monkey ServiceAccount, as app processes of tests use."""
+        return self.env["DEVSTACK_TEST_KUBECONFIG"]
+
+    @property
+    def app_kubeconfig(self) -> str:
+        """`make run`'s own: chaos-demo's chaos-monkey. For reading only, in tests."""
         return self.env["KUBECONFIG"]
 
     @property
@@ -79,8 +140,11 @@ class Devstack:
         )
 
     def app_env(self, **overrides: str) -> dict[str, str]:
-        """The environment an app process gets: the stack's, test Redis db, overrides."""
+        """The environment an app process gets: the stack's, pointed at the test
+        namespace, its ServiceAccount and the test Redis database; then `overrides`."""
         env = {**os.environ, **self.env, "REDIS_URL": self.redis_url}
+        env["KUBECONFIG"] = self.chaos_kubeconfig
+        env["CHAOS_NAMESPACE"] = self.namespace
         env["DATABASE_URL"] = self.database_url
         env.pop("DJANGO_SETTINGS_MODULE", None)
         env.update(overrides)
@@ -93,6 +157,8 @@ def devstack(tmp_path_factory: pytest.TempPathFactory) -> Devstack:
     if not env_file.exists():
         unavailable(f"{env_file} does not exist")
     stack = Devstack(read_env_file(env_file))
+    if stack.env.get("DEVSTACK_TEST_NAMESPACE") != TEST_NAMESPACE:
+        unavailable(f"{env_file} names no {TEST_NAMESPACE} namespace: run `devstack/up` again")
     try:
         requests.get(f"{stack.prometheus_url}/-/ready", timeout=3).raise_for_status()
     except requests.RequestException as exc:

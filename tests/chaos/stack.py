@@ -1,7 +1,8 @@
 """Helpers for the chaos tests that run on the real local stack (integration, browser, bench).
 
 They talk to the cluster as admin only to set the scene and to check the outcome; the app
-under test always runs as the chaos ServiceAccount.
+under test always runs as the chaos ServiceAccount. All of it happens in the test
+namespace (`chaos-test`), never in the `chaos-demo` a running `make run` shows.
 """
 
 from __future__ import annotations
@@ -15,12 +16,12 @@ from typing import Any
 import redis
 import requests
 
-from tests.conftest import ROOT, Devstack
+from tests.conftest import SELECTOR, STATE_DIR, TEST_NAMESPACE, Devstack
 
-NAMESPACE = "chaos-demo"
-SELECTOR = "app=chaos-demo"
+NAMESPACE = TEST_NAMESPACE
 REPLICAS = 3
-RBAC_MANIFEST = ROOT / "k8s" / "chaos-demo" / "rbac.yaml"
+# devstack/up's kustomization: k8s/chaos-demo/ in the test namespace.
+TEST_NAMESPACE_MANIFESTS = STATE_DIR / TEST_NAMESPACE
 # Any 32 alphanumerics make a valid CSRF secret: the check is cookie == header
 # (double submit), which a browser page does with the cookie Django set.
 CSRF_TOKEN = "chaostestchaostestchaostestchaos"
@@ -56,7 +57,7 @@ def wait_healthy(devstack: Devstack, replicas: int = REPLICAS, timeout: float = 
             return
         if time.monotonic() > deadline:
             states = [(p["metadata"]["name"], p.get("status", {}).get("phase")) for p in current]
-            raise TimeoutError(f"chaos-demo not {replicas}/{replicas} healthy: {states}")
+            raise TimeoutError(f"{NAMESPACE} not {replicas}/{replicas} healthy: {states}")
         time.sleep(0.3)
 
 
@@ -80,8 +81,14 @@ def wait_rbac(devstack: Devstack, *, allowed: bool, timeout: float = 30) -> None
         time.sleep(0.3)
 
 
+def delete_rolebinding(devstack: Devstack) -> None:
+    """Takes the test namespace's chaos account's rights away (restore_rbac gives them back)."""
+    devstack.kubectl("-n", NAMESPACE, "delete", "rolebinding", "chaos-monkey")
+    wait_rbac(devstack, allowed=False)
+
+
 def restore_rbac(devstack: Devstack) -> None:
-    devstack.kubectl("apply", "-f", str(RBAC_MANIFEST))
+    devstack.kubectl("apply", "-k", str(TEST_NAMESPACE_MANIFESTS))
     wait_rbac(devstack, allowed=True)
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,27 +14,21 @@ from websockets.sync.client import ClientConnection, connect
 from chaos import kube
 from chaos.eventwatch import EventWatch
 from chaos.management.commands import watch_pods
+from infra_site.worker import STANDBY_RETRY_S
 from tests.chaos.stack import (
+    NAMESPACE,
     chaos_session,
     event,
-    flush_test_redis,
     pods,
     press,
     wait_healthy,
 )
-from tests.conftest import Devstack, StartProcess, manage
+from tests.conftest import Devstack, StartProcess, free_port, manage, until, wait_http
+from tests.integration.scrape import sample_sum
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("healthy_cluster")]
 
 WebServer = Callable[..., str]
-
-
-@pytest.fixture(autouse=True)
-def healthy_cluster(devstack: Devstack) -> Iterator[None]:
-    flush_test_redis(devstack)
-    wait_healthy(devstack)
-    yield
-    wait_healthy(devstack)
 
 
 def frames_until(
@@ -129,7 +122,7 @@ def test_a_kill_is_seen_by_viewers_and_its_recovery_is_timed(
 
 @pytest.mark.django_db
 def test_a_watch_from_a_stale_resource_version_relists_and_keeps_watching(
-    devstack: Devstack, monkeypatch: pytest.MonkeyPatch
+    devstack: Devstack, monkeypatch: pytest.MonkeyPatch, settings: Any
 ) -> None:
     """In-process watcher on the real apiserver, as the chaos account, resuming from
     resourceVersion "1": long compacted, so the apiserver answers 410 Gone.
@@ -138,6 +131,7 @@ def test_a_watch_from_a_stale_resource_version_relists_and_keeps_watching(
     instead; then the 410 is injected at the seam for one call. Either way, everything
     after it (the re-list, the next watch, the kill it reports) is the real apiserver."""
     monkeypatch.setenv("KUBECONFIG", devstack.chaos_kubeconfig)
+    settings.CHAOS_NAMESPACE = NAMESPACE
     monkeypatch.setattr(kube, "_cached", None)
     monkeypatch.setattr(EventWatch, "start", lambda self: None)
     monkeypatch.setattr(watch_pods, "close_old_connections", lambda: None)
@@ -170,7 +164,7 @@ def test_a_watch_from_a_stale_resource_version_relists_and_keeps_watching(
     assert len(published[-1][1]["pods"]) >= 3
 
     victim = pods(devstack)[0]["metadata"]["name"]
-    devstack.kubectl("-n", "chaos-demo", "delete", "pod", victim, "--wait=false")
+    devstack.kubectl("-n", NAMESPACE, "delete", "pod", victim, "--wait=false")
 
     def reported() -> bool:
         return any(
@@ -187,34 +181,43 @@ def test_a_watch_from_a_stale_resource_version_relists_and_keeps_watching(
 
 
 def test_one_watcher_leads_and_a_standby_takes_over_when_it_dies(
-    devstack: Devstack, web_server: WebServer, start_process: StartProcess, tmp_path: Path
+    devstack: Devstack, web_server: WebServer, start_process: StartProcess
 ) -> None:
     url = web_server()
-    env = devstack.app_env()
-    first = start_process(manage("watch_pods"), env, name="watcher-a")
-    time.sleep(2)  # let the first one take the lock
-    second = start_process(manage("watch_pods"), env, name="watcher-b")
 
-    def leading(name: str) -> bool:
-        return any("watcher: leading" in p.read_text() for p in tmp_path.glob(f"{name}-*.log"))
+    def start_watcher(name: str) -> tuple[Any, str]:
+        port = free_port()
+        env = devstack.app_env(METRICS_PORT=str(port))
+        metrics = f"http://127.0.0.1:{port}/metrics"
+        return start_process(manage("watch_pods"), env, name=name), metrics
 
-    deadline = time.monotonic() + 20
-    while not leading("watcher-a"):
-        assert time.monotonic() < deadline, "the first watcher never led"
+    def leading(metrics: str) -> bool:
+        try:
+            return sample_sum(metrics, "infra_worker_leading", worker="watcher") == 1
+        except requests.RequestException:
+            return False
+
+    first, first_metrics = start_watcher("watcher-a")
+    until(lambda: leading(first_metrics), timeout=30, what="the first watcher leading")
+    second, second_metrics = start_watcher("watcher-b")
+    wait_http(second_metrics)
+    # Through a few of its asks for the lock, the second only stands by.
+    asks = time.monotonic() + 3 * STANDBY_RETRY_S
+    while time.monotonic() < asks:
+        assert not leading(second_metrics), "two watchers led at once"
         time.sleep(0.2)
-    time.sleep(3)
-    assert not leading("watcher-b"), "two watchers led at once"
 
     first.kill()  # no goodbye: the standby must wait out the lock's TTL
     first.wait(timeout=10)
-    deadline = time.monotonic() + watch_pods.Command.lock_ttl_s + 10
-    while not leading("watcher-b"):
-        assert time.monotonic() < deadline, "the standby did not take over"
-        time.sleep(0.2)
+    until(
+        lambda: leading(second_metrics),
+        timeout=watch_pods.Command.lock_ttl_s + STANDBY_RETRY_S + 10,
+        what="the standby taking over",
+    )
 
     before = {p["metadata"]["name"] for p in pods(devstack)}
     victim = sorted(before)[0]
-    devstack.kubectl("-n", "chaos-demo", "delete", "pod", victim, "--wait=false")
+    devstack.kubectl("-n", NAMESPACE, "delete", "pod", victim, "--wait=false")
     deadline = time.monotonic() + 30
     while True:
         shown = requests.get(f"{url}/api/infra/snapshot", timeout=5).json()["pods"] or {}
