@@ -53,7 +53,7 @@ def _durations(phases: Any) -> list[float | None] | None:
 
 
 def recovery_chart() -> list[list[Any]]:
-    """The last 24 h of recoveries, oldest first, for the chart: `[epoch_s, recovery_s,
+    """The last 24 h of recoveries, oldest first, for the chart: `[id, epoch_s, recovery_s,
     [created_s, scheduled_s, started_s, ready_s] or null]`, a phase null when unknown."""
     rows = (
         ChaosEvent.objects.filter(
@@ -62,11 +62,11 @@ def recovery_chart() -> list[list[Any]]:
             recovery_s__isnull=False,
         )
         .order_by("-at", "-id")
-        .values_list("at", "recovery_s", "phases")[:CHART_MAX]
+        .values_list("pk", "at", "recovery_s", "phases")[:CHART_MAX]
     )
     return [
-        [round(at.timestamp(), 3), round(recovery_s, 2), _durations(phases)]
-        for at, recovery_s, phases in reversed(rows)
+        [pk, round(at.timestamp(), 3), round(recovery_s, 2), _durations(phases)]
+        for pk, at, recovery_s, phases in reversed(rows)
         if recovery_s is not None
     ]
 

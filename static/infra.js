@@ -300,6 +300,120 @@ function markMine(el) {
   field(el, "who").textContent = "You";
 }
 
+// -- recovery timelines: the phases of each kill (chaos/timeline.py), drawn as
+// dashboard/templatetags/infra.py's `timeline` tag draws them on the server.
+
+const PHASES = {
+  created: ["controller", "the ReplicaSet controller created a replacement"],
+  scheduled: ["scheduler", "the scheduler placed it on a node"],
+  started: ["kubelet", "the kubelet started its containers"],
+  ready: ["probe", "the readiness probe passed"],
+};
+const TIMELINE_MIN_SCALE_S = 5;
+const SVG_NS = "http://www.w3.org/2000/svg";
+// What each row last showed, by event id, so a rescale can redraw every bar.
+const shownEvents = new Map();
+
+const duration = (v) => (num(v) === null ? "—" : `${v.toFixed(2)} s`);
+const stepsOf = (ev) => (Array.isArray(ev?.phases?.steps) ? ev.phases.steps : []);
+
+function timelineEnd(ev) {
+  const total = num(ev.recovery_s);
+  if (total !== null) return total;
+  const ends = stepsOf(ev).map((s) => num(s.end_s)).filter((v) => v !== null);
+  return ends.length ? Math.max(...ends) : null;
+}
+
+function timelineScale(events) {
+  let longest = TIMELINE_MIN_SCALE_S;
+  for (const ev of events) {
+    longest = Math.max(longest, timelineEnd(ev) ?? 0, num(ev.phases?.terminated?.s) ?? 0);
+  }
+  return Math.ceil(longest);
+}
+
+function phaseWords(step) {
+  const [label, what] = PHASES[step.name] ?? [String(step.name), String(step.name)];
+  if (step.state === "done") return `${label} ${duration(step.s)}: ${what}`;
+  return step.state === "unknown" ? `${label}: not seen` : `${label}: waiting`;
+}
+
+function renderTimeline(el, ev, span) {
+  const box = field(el, "timeline");
+  const phases = ev.phases && typeof ev.phases === "object" ? ev.phases : null;
+  box.hidden = !phases;
+  el.dataset.complete = String(phases?.complete === true);
+  if (!phases) return;
+  const steps = stepsOf(ev);
+  const total = num(ev.recovery_s);
+  const x = (s) => Number(Math.max(0, Math.min(100, (s / span) * 100)).toFixed(2));
+  const segs = [...box.querySelectorAll(".tl-seg")];
+  let start = 0;
+  let pendingShown = false;
+  steps.forEach((step, i) => {
+    const seg = segs[i];
+    if (!seg) return;
+    let end = num(step.end_s);
+    if (end === null && total !== null && i === steps.length - 1) end = total;
+    let width = 0;
+    let state = String(step.state);
+    const left = x(start);
+    if (end !== null) {
+      width = x(end) - left;
+      start = end;
+    } else if (state === "pending" && !pendingShown) {
+      pendingShown = true;
+      width = 2;
+    }
+    seg.dataset.phase = String(step.name);
+    seg.dataset.state = state;
+    seg.setAttribute("x", String(left));
+    seg.setAttribute("width", String(Math.max(0, width)));
+  });
+  const victim = phases.terminated ?? {};
+  const victimS = num(victim.s);
+  $(".tl-victim", box).setAttribute("width", String(victimS === null ? 0 : x(victimS)));
+  const words = steps.map((step) => [String(step.name), String(step.state), phaseWords(step)]);
+  words.push([
+    "victim",
+    String(victim.state),
+    victimS !== null
+      ? `victim shut down in ${duration(victimS)}`
+      : victim.state === "unknown"
+        ? "victim's shutdown: not seen"
+        : "victim still shutting down",
+  ]);
+  const list = field(el, "timeline-words");
+  const text = words.map((w) => w[2]).join("");
+  if (list.textContent === text) return;
+  list.replaceChildren(
+    ...words.map(([phase, state, line]) => {
+      const span_ = document.createElement("span");
+      span_.className = "tl-word";
+      span_.dataset.phase = phase;
+      span_.dataset.state = state;
+      span_.textContent = line;
+      return span_;
+    }),
+  );
+}
+
+function historyScale() {
+  return timelineScale([...shownEvents.values()]);
+}
+
+function rescale() {
+  const history = $("#chaos-history");
+  const span = historyScale();
+  if (Number(history.dataset.scale) === span) return span;
+  history.dataset.scale = String(span);
+  for (const el of document.querySelectorAll(".event[data-event-id]")) {
+    const ev = shownEvents.get(el.dataset.eventId);
+    if (ev) renderTimeline(el, ev, span);
+  }
+  return span;
+}
+
 function fillEvent(el, ev) {
   el.dataset.eventId = String(ev.id);
   const healed = num(ev.recovery_s) !== null;
@@ -308,6 +422,11 @@ function fillEvent(el, ev) {
   setTime(field(el, "at"), ev.at);
   field(el, "pod").textContent = String(ev.pod ?? "");
   field(el, "recovery").textContent = healed ? `healed in ${ev.recovery_s.toFixed(1)} s` : "healing…";
+  // A frame without phases (the press's own quick answer) keeps what a row already has.
+  const known = shownEvents.get(String(ev.id));
+  const merged = ev.phases === undefined && known ? { ...ev, phases: known.phases } : ev;
+  shownEvents.set(String(ev.id), merged);
+  renderTimeline(el, merged, rescale());
 }
 
 function upsertEvent(list, ev) {
@@ -320,6 +439,114 @@ function upsertEvent(list, ev) {
   fillEvent(el, ev);
 }
 
+function forgetGoneEvents() {
+  const ids = new Set([...document.querySelectorAll(".event[data-event-id]")].map((el) => el.dataset.eventId));
+  for (const id of shownEvents.keys()) if (!ids.has(id)) shownEvents.delete(id);
+}
+
+// -- the 24 h chart: one stack per healed kill, the running p50 of the last ten
+
+const CHART = { width: 240, height: 60, bar: 1.6, windowS: 24 * 3600, p50Of: 10 };
+let chartPoints = Array.isArray(initial.chaos?.chart) ? initial.chaos.chart : [];
+
+function median(values) {
+  const sorted = [...values].sort((a, b) => a - b);
+  const middle = Math.floor(sorted.length / 2);
+  return sorted.length % 2 ? sorted[middle] : (sorted[middle - 1] + sorted[middle]) / 2;
+}
+
+function renderChart() {
+  const right = Date.now() / 1000;
+  const left = right - CHART.windowS;
+  const clean = chartPoints
+    .filter((p) => Array.isArray(p) && num(p[1]) !== null && num(p[2]) !== null && p[1] >= left)
+    .sort((a, b) => a[1] - b[1]);
+  chartPoints = clean;
+  const top = Math.ceil(Math.max(TIMELINE_MIN_SCALE_S, ...clean.map((p) => p[2])));
+  const y = (s) => (s / top) * CHART.height;
+  const rects = [];
+  const line = [];
+  const totals = [];
+  for (const [, ts, total, parts] of clean) {
+    const bx = Number(Math.min(CHART.width - CHART.bar, ((ts - left) / CHART.windowS) * CHART.width).toFixed(2));
+    let base = 0;
+    const stack = (phase, seconds) => {
+      const rect = document.createElementNS(SVG_NS, "rect");
+      rect.dataset.phase = phase;
+      rect.setAttribute("x", String(bx));
+      rect.setAttribute("y", (CHART.height - y(base + seconds)).toFixed(2));
+      rect.setAttribute("width", String(CHART.bar));
+      rect.setAttribute("height", y(seconds).toFixed(2));
+      rects.push(rect);
+      base += seconds;
+    };
+    Object.keys(PHASES).forEach((phase, i) => {
+      const part = Array.isArray(parts) ? num(parts[i]) : null;
+      if (part !== null && part > 0) stack(phase, part);
+    });
+    if (total - base > 0.005) stack("unknown", total - base);
+    totals.push(total);
+    const p50 = median(totals.slice(-CHART.p50Of));
+    line.push(`${(bx + CHART.bar / 2).toFixed(2)},${(CHART.height - y(p50)).toFixed(2)}`);
+  }
+  const svg = $("#recovery-chart");
+  $(".rchart-bars", svg).replaceChildren(...rects);
+  $(".rchart-p50", svg).setAttribute("points", line.join(" "));
+  $("#rchart-top").textContent = String(top);
+  $(".rchart-empty").hidden = clean.length > 0;
+  svg.setAttribute(
+    "aria-label",
+    clean.length
+      ? `${clean.length} recoveries in the last 24 hours, from ${Math.min(...totals).toFixed(1)} to ${Math.max(...totals).toFixed(1)} seconds, median ${median(totals).toFixed(1)} seconds`
+      : "No recoveries in the last 24 hours yet",
+  );
+}
+
+function chartAdd(ev) {
+  if (num(ev.recovery_s) === null) return;
+  const at = toDate(ev.at);
+  if (!at) return;
+  const parts = stepsOf(ev).map((s) => num(s.s));
+  const point = [ev.id, at.getTime() / 1000, ev.recovery_s, parts.length ? parts : null];
+  const index = chartPoints.findIndex((p) => String(p[0]) === String(ev.id));
+  if (index >= 0) chartPoints[index] = point;
+  else chartPoints.push(point);
+  renderChart();
+}
+
+// -- what a screen reader hears: one polite sentence per kill and one per heal. The
+// visitor who pressed hears theirs from the button's own message instead.
+
+const announcer = $("#announcer");
+const announced = new Set();
+let pressing = false;
+let deferred = [];
+
+function announce(ev) {
+  if (pressing) {
+    deferred.push(ev);
+    return;
+  }
+  const id = String(ev.id);
+  const healed = num(ev.recovery_s) !== null;
+  const key = `${id}:${healed ? "heal" : "kill"}`;
+  if (mine.has(id) || announced.has(key)) return;
+  announced.add(key);
+  if (healed) {
+    announced.add(`${id}:kill`);
+    announcer.textContent = `Kubernetes healed ${ev.pod} in ${ev.recovery_s.toFixed(1)} seconds.`;
+  } else {
+    announcer.textContent = `A visitor killed ${ev.pod}. Kubernetes is replacing it.`;
+  }
+}
+
+function flushAnnouncements() {
+  pressing = false;
+  const queued = deferred;
+  deferred = [];
+  queued.forEach(announce);
+}
+
 function renderRecovery(recovery) {
   if (!recovery) return;
   for (const [id, value] of [["#recovery-p50", recovery.p50_s], ["#recovery-p95", recovery.p95_s]]) {
@@ -330,12 +557,19 @@ function renderRecovery(recovery) {
   $("#recovery-count").textContent = fixed(recovery.count, 0);
 }
 
+const healedMine = new Set();
+
 function onChaos(ev) {
   if (!ev || ev.id === undefined || ev.outcome !== "deleted") return;
   upsertEvent($("#chaos-feed"), ev);
   upsertEvent($("#chaos-history"), ev);
+  forgetGoneEvents();
   renderRecovery(ev.recovery);
-  if (mine.has(String(ev.id)) && num(ev.recovery_s) !== null) {
+  chartAdd(ev);
+  announce(ev);
+  const id = String(ev.id);
+  if (mine.has(id) && num(ev.recovery_s) !== null && !healedMine.has(id)) {
+    healedMine.add(id);
     say(`Kubernetes replaced ${ev.pod} in ${ev.recovery_s.toFixed(1)} s. Self-healing works.`, "ok");
   }
 }
@@ -355,6 +589,11 @@ function renderSummary(chaos) {
       return row;
     }),
   );
+  forgetGoneEvents();
+  if (Array.isArray(chaos.chart)) {
+    chartPoints = chaos.chart;
+    renderChart();
+  }
   setEnabled(chaos.enabled !== false);
 }
 
@@ -578,6 +817,7 @@ async function unleash(event) {
   if (button.disabled) return;
   button.disabled = true;
   button.setAttribute("aria-busy", "true");
+  pressing = true;
   label.textContent = "Unleashing…";
   say("", "");
   const token = form.elements.csrfmiddlewaretoken?.value ?? "";
@@ -619,6 +859,7 @@ async function unleash(event) {
   } finally {
     clearTimeout(timeout);
     idle();
+    flushAnnouncements();
   }
 }
 
@@ -630,5 +871,12 @@ for (const time of document.querySelectorAll("time[datetime]")) {
   if (time.dateTime) setTime(time, time.dateTime);
 }
 if (metrics) renderMetrics(metrics);
+for (const ev of Array.isArray(initial.chaos?.recent) ? initial.chaos.recent : []) {
+  shownEvents.set(String(ev.id), ev);
+}
+rescale();
+renderChart();
+// Kills age out of the 24 h window (and slide left) without any frame.
+setInterval(renderChart, 60_000);
 renderBadge();
 connect();

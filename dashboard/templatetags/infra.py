@@ -249,3 +249,212 @@ def rate_text(rate: Any) -> str:
 def seconds(value: Any) -> str:
     number = _number(value)
     return "—" if number is None else f"{number:.1f}"
+
+
+# -- recovery timelines (chaos/timeline.py's phases) and the 24 h recovery chart
+
+# Who did each phase, in the words of the page. static/infra.js has the same table.
+PHASE_LABELS = {
+    "created": ("controller", "the ReplicaSet controller created a replacement"),
+    "scheduled": ("scheduler", "the scheduler placed it on a node"),
+    "started": ("kubelet", "the kubelet started its containers"),
+    "ready": ("probe", "the readiness probe passed"),
+}
+# Bars share one scale so kills compare at a glance; never shorter than this many seconds.
+TIMELINE_MIN_SCALE_S = 5.0
+CHART_WIDTH = 240.0
+CHART_HEIGHT = 60.0
+CHART_BAR = 1.6
+CHART_WINDOW_S = 24 * 3600
+# The chart's line: the median of each kill's recovery and the ones before it, this many.
+RUNNING_P50_OF = 10
+
+
+def _steps(phases: Any) -> list[dict[str, Any]]:
+    if not isinstance(phases, dict) or not isinstance(phases.get("steps"), list):
+        return []
+    return [step for step in phases["steps"] if isinstance(step, dict)]
+
+
+def _timeline_end(event: Any) -> float | None:
+    """How far the bar reaches: the recovery once healed, else the last moment seen."""
+    if not isinstance(event, dict):
+        return None
+    total = _number(event.get("recovery_s"))
+    if total is not None:
+        return total
+    ends = [_number(step.get("end_s")) for step in _steps(event.get("phases"))]
+    known = [end for end in ends if end is not None]
+    return max(known) if known else None
+
+
+@register.filter
+def timeline_scale(events: Any) -> float:
+    """Seconds that the full width of every bar in a list of kills stands for."""
+    longest = TIMELINE_MIN_SCALE_S
+    for event in events if isinstance(events, list) else []:
+        end = _timeline_end(event)
+        terminated = event.get("phases", {}) if isinstance(event, dict) else {}
+        victim = (terminated or {}).get("terminated") if isinstance(terminated, dict) else None
+        victim_s = _number(victim.get("s")) if isinstance(victim, dict) else None
+        longest = max(longest, end or 0.0, victim_s or 0.0)
+    return float(math.ceil(longest))
+
+
+def duration(value: Any) -> str:
+    number = _number(value)
+    return "—" if number is None else f"{number:.2f} s"
+
+
+def _phase_words(step: dict[str, Any]) -> dict[str, str]:
+    name = str(step.get("name"))
+    label, what = PHASE_LABELS.get(name, (name, name))
+    state = step.get("state")
+    if state == "done":
+        text = f"{label} {duration(step.get('s'))}: {what}"
+    elif state == "unknown":
+        text = f"{label}: not seen"
+    else:
+        text = f"{label}: waiting"
+    return {"phase": name, "state": str(state), "text": text}
+
+
+@register.simple_tag
+def timeline(event: Any, scale: Any = None) -> dict[str, Any]:
+    """Everything one kill's bar needs: a rect per phase (x, width in 0..100 of the shared
+    scale; an unknown run is drawn once, up to the next moment known), the victim's
+    termination, and the same durations as words for the tooltip and screen readers."""
+    event = event if isinstance(event, dict) else {}
+    phases = event.get("phases") if isinstance(event.get("phases"), dict) else None
+    span = _number(scale) or TIMELINE_MIN_SCALE_S
+    total = _number(event.get("recovery_s"))
+    healed = total is not None
+
+    def x(seconds: float) -> float:
+        return round(max(0.0, min(100.0, seconds / span * 100)), 2)
+
+    rects = []
+    start = 0.0
+    pending_shown = False
+    steps = _steps(phases)
+    for i, step in enumerate(steps):
+        end = _number(step.get("end_s"))
+        if end is None and healed and i == len(steps) - 1:
+            end = total
+        state = str(step.get("state"))
+        if end is not None:
+            rects.append(
+                {
+                    "phase": step.get("name"),
+                    "state": state,
+                    "x": x(start),
+                    "width": x(end) - x(start),
+                }
+            )
+            start = end
+        elif state == "pending" and not pending_shown:
+            # The phase in progress: a short pulse where the bar will grow.
+            pending_shown = True
+            rects.append(
+                {"phase": step.get("name"), "state": "pending", "x": x(start), "width": 2.0}
+            )
+        else:
+            rects.append({"phase": step.get("name"), "state": state, "x": x(start), "width": 0.0})
+    victim = phases.get("terminated") if phases else None
+    victim_s = _number(victim.get("s")) if isinstance(victim, dict) else None
+    words = [_phase_words(step) for step in steps]
+    if isinstance(victim, dict):
+        if victim_s is not None:
+            text = f"victim shut down in {duration(victim_s)}"
+        elif victim.get("state") == "unknown":
+            text = "victim's shutdown: not seen"
+        else:
+            text = "victim still shutting down"
+        words.append({"phase": "victim", "state": str(victim.get("state")), "text": text})
+    return {
+        "known": phases is not None,
+        "complete": bool(phases and phases.get("complete")),
+        "rects": rects,
+        "victim_width": x(victim_s) if victim_s is not None else 0.0,
+        "words": words,
+    }
+
+
+def _median(values: Sequence[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    if len(ordered) % 2:
+        return ordered[middle]
+    return (ordered[middle - 1] + ordered[middle]) / 2
+
+
+@register.simple_tag
+def recovery_chart(points: Any, now: Any = None) -> dict[str, Any]:
+    """The 24 h chart: per kill a stack of its phases (bottom up, in order; what was not
+    measured on top, in grey), scaled to the slowest; and the running p50 line.
+
+    `points` are chaos.selectors.recovery_chart()'s `[id, epoch_s, recovery_s, [s, …]]`."""
+    clean: list[tuple[float, float, list[float | None]]] = []
+    for point in points if isinstance(points, list) else []:
+        if not isinstance(point, list | tuple) or len(point) != 4:
+            continue
+        ts, total = _number(point[1]), _number(point[2])
+        if ts is None or total is None:
+            continue
+        parts = point[3] if isinstance(point[3], list) else []
+        clean.append((ts, total, [_number(p) for p in parts]))
+    clean.sort(key=lambda p: p[0])
+    moment = _number(now)
+    right = moment if moment is not None else datetime.now(tz=UTC).timestamp()
+    left = right - CHART_WINDOW_S
+    clean = [p for p in clean if p[0] >= left]
+    top = float(math.ceil(max([TIMELINE_MIN_SCALE_S, *(p[1] for p in clean)])))
+
+    def y(seconds: float) -> float:
+        return seconds / top * CHART_HEIGHT
+
+    bars = []
+    line = []
+    totals: list[float] = []
+    for ts, total, parts in clean:
+        bx = round(min(CHART_WIDTH - CHART_BAR, (ts - left) / CHART_WINDOW_S * CHART_WIDTH), 2)
+        segments = []
+        base = 0.0
+        for name, part in zip(PHASE_LABELS, parts, strict=False):
+            if part is None or part <= 0:
+                continue
+            segments.append(
+                {
+                    "phase": name,
+                    "y": round(CHART_HEIGHT - y(base + part), 2),
+                    "height": round(y(part), 2),
+                }
+            )
+            base += part
+        if total - base > 0.005:
+            segments.append(
+                {
+                    "phase": "unknown",
+                    "y": round(CHART_HEIGHT - y(total), 2),
+                    "height": round(y(total - base), 2),
+                }
+            )
+        bars.append({"x": bx, "segments": segments})
+        totals.append(total)
+        p50 = _median(totals[-RUNNING_P50_OF:])
+        line.append(f"{bx + CHART_BAR / 2:.2f},{CHART_HEIGHT - y(p50):.2f}")
+    if clean:
+        p50_all = _median([p[1] for p in clean])
+        label = (
+            f"{len(clean)} recoveries in the last 24 hours, from {min(totals):.1f} to "
+            f"{max(totals):.1f} seconds, median {p50_all:.1f} seconds"
+        )
+    else:
+        label = "No recoveries in the last 24 hours yet"
+    return {
+        "bars": bars,
+        "p50": " ".join(line),
+        "top": f"{top:g}",
+        "label": label,
+        "empty": not clean,
+    }
