@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -24,12 +23,22 @@ from dashboard.poller import MetricsPoller
 from dashboard.snapshot import Snapshot
 from infra_site.publish import latest
 from infra_site.worker import STANDBY_RETRY_S
-from tests.conftest import ROOT, Devstack, StartProcess, free_port, manage, wait_http
+from tests.conftest import (
+    TEST_NAMESPACE,
+    Devstack,
+    RedisDb,
+    StartProcess,
+    free_port,
+    manage,
+    until,
+    wait_http,
+)
+from tests.integration.conftest import PrometheusProxy
 from tests.integration.scrape import sample_sum
 
 pytestmark = pytest.mark.integration
 
-NAMESPACE = "chaos-demo"
+NAMESPACE = TEST_NAMESPACE
 DEPLOYMENT = "deployment/chaos-demo"
 DEFAULT_REPLICAS = 3
 
@@ -46,14 +55,7 @@ def snapshot_pod_counts(snapshot: Snapshot) -> tuple[int | None, int | None]:
 
 
 def wait_for(what: str, check: Callable[[], Any], *, timeout: float, every: float = 1) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(every)
-    raise AssertionError(f"{what}: not within {timeout} s (last: {last!r})")
+    return until(check, timeout=timeout, what=what, every=every)
 
 
 def agreeing_snapshot(devstack: Devstack, poller: MetricsPoller) -> Snapshot | None:
@@ -134,14 +136,11 @@ def test_the_snapshot_follows_pods_being_added_and_removed(devstack: Devstack) -
 # --- the poller process -------------------------------------------------------------
 
 
-# The leader lock is one key per Redis database. Pollers started by other suites running
-# at the same time (on the test database, 15) would hold it and make these tests wait or
-# fail for a reason that is not theirs, so these pollers get a database of their own.
-POLLER_TEST_DB = 13
-
-
+# The leader lock is one key per Redis database. Pollers started by other tests on the
+# integration database would hold it and make these tests wait or fail for a reason that
+# is not theirs, so these pollers get a database of their own.
 def poller_redis_url(devstack: Devstack) -> str:
-    return devstack.redis_url.rsplit("/", 1)[0] + f"/{POLLER_TEST_DB}"
+    return devstack.redis_db(RedisDb.DASHBOARD_POLLER)
 
 
 @pytest.fixture
@@ -158,12 +157,17 @@ def test_cache(devstack: Devstack) -> Iterator[None]:
         yield
 
 
-def start_poller(devstack: Devstack, start_process: StartProcess) -> tuple[Any, str]:
+def start_poller(
+    devstack: Devstack, start_process: StartProcess, **overrides: str
+) -> tuple[Any, str]:
     port = free_port()
     proc = start_process(
         manage("poll_metrics"),
         devstack.app_env(
-            POLL_INTERVAL="1", METRICS_PORT=str(port), REDIS_URL=poller_redis_url(devstack)
+            POLL_INTERVAL="1",
+            METRICS_PORT=str(port),
+            REDIS_URL=poller_redis_url(devstack),
+            **overrides,
         ),
         name=f"poller-{port}",
     )
@@ -180,15 +184,6 @@ def published(metrics_url: str) -> float:
     return sample_sum(metrics_url, "infra_broadcasts_total", kind="metrics")
 
 
-def prometheus(action: str) -> None:
-    subprocess.run(
-        [str(ROOT / "devstack" / action), "prometheus"],
-        check=True,
-        capture_output=True,
-        timeout=90,
-    )
-
-
 def fresh_snapshot(newer_than: float) -> Snapshot | None:
     snapshot = latest("metrics")
     return snapshot if snapshot and snapshot["ts"] > newer_than else None
@@ -196,9 +191,11 @@ def fresh_snapshot(newer_than: float) -> Snapshot | None:
 
 @pytest.mark.usefixtures("test_cache")
 def test_a_prometheus_outage_makes_the_snapshot_stale_and_the_poller_keeps_going(
-    devstack: Devstack, start_process: StartProcess
+    devstack: Devstack, start_process: StartProcess, prometheus_proxy: PrometheusProxy
 ) -> None:
-    proc, metrics_url = start_poller(devstack, start_process)
+    # The outage is this poller's alone: its Prometheus is a proxy that the test cuts,
+    # while the shared one goes on serving `make run`.
+    proc, metrics_url = start_poller(devstack, start_process, PROMETHEUS_URL=prometheus_proxy.url)
     wait_for("the poller leading", lambda: leading(metrics_url), timeout=20)
     started = time.time()
     wait_for(
@@ -207,7 +204,7 @@ def test_a_prometheus_outage_makes_the_snapshot_stale_and_the_poller_keeps_going
         timeout=30,
     )
     try:
-        prometheus("down")
+        prometheus_proxy.cut()
         down_at = time.time()
         stale = wait_for(
             "a stale snapshot",
@@ -230,7 +227,7 @@ def test_a_prometheus_outage_makes_the_snapshot_stale_and_the_poller_keeps_going
         assert proc.poll() is None
         assert leading(metrics_url)
     finally:
-        prometheus("up")
+        prometheus_proxy.mend()
     up_at = time.time()
     recovered = wait_for(
         "a fresh snapshot after Prometheus is back",
@@ -256,8 +253,8 @@ def test_of_two_pollers_exactly_one_publishes_and_the_other_takes_over(
     )
     leader_url = first_url if leading(first_url) else second_url
     standby_url = second_url if leader_url == first_url else first_url
-    time.sleep(4)  # four rounds at POLL_INTERVAL=1
-    assert published(leader_url) >= 2
+    # Rounds go by (two published by the leader) while the other stands by.
+    wait_for("two rounds published", lambda: published(leader_url) >= 2, timeout=10, every=0.25)
     assert published(standby_url) == 0
     assert not leading(standby_url)
 

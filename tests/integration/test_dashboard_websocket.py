@@ -16,18 +16,17 @@ from websockets.sync.client import ClientConnection, connect
 
 from dashboard.consumers import CLOSE_BINARY, CLOSE_TOO_BIG, MAX_CLIENT_TEXT
 from infra_site.publish import GROUP, publish
-from tests.conftest import Devstack
+from tests.conftest import Devstack, RedisDb
 
 pytestmark = pytest.mark.integration
 
 # A database of its own: the group's membership is counted exactly, which web processes
 # of other suites running at the same time would disturb.
-WEBSOCKET_TEST_DB = 12
 CHANNEL_PREFIX = "infra:ch"  # infra_site.settings.CHANNEL_LAYERS
 
 
 def redis_url(devstack: Devstack) -> str:
-    return devstack.redis_url.rsplit("/", 1)[0] + f"/{WEBSOCKET_TEST_DB}"
+    return devstack.redis_db(RedisDb.DASHBOARD_WEBSOCKET)
 
 
 @pytest.fixture

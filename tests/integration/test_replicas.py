@@ -30,14 +30,15 @@ from dashboard import promql
 from dashboard.management.commands.poll_metrics import Command as PollMetrics
 from infra_site.worker import STANDBY_RETRY_S
 from tests.chaos.stack import (
+    NAMESPACE,
     chaos_session,
     flush_test_redis,
     pods,
     press,
-    wait_for_room_in_windows,
     wait_healthy,
 )
-from tests.conftest import Devstack, StartProcess, free_port, manage, wait_http
+from tests.conftest import Devstack, StartProcess, free_port, manage, until, wait_http
+from tests.integration.conftest import PrometheusProxy
 from tests.integration.scrape import sample_sum
 
 pytestmark = pytest.mark.integration
@@ -69,13 +70,15 @@ class Worker:
 
 
 def start_workers(
-    devstack: Devstack, start_process: StartProcess, kind: str, count: int
+    devstack: Devstack, start_process: StartProcess, kind: str, count: int, **overrides: str
 ) -> list[Worker]:
     command = {"poller": "poll_metrics", "watcher": "watch_pods"}[kind]
     workers = []
     for _ in range(count):
         port = free_port()
-        env = devstack.app_env(METRICS_PORT=str(port), POLL_INTERVAL=str(POLL_INTERVAL_S))
+        env = devstack.app_env(
+            METRICS_PORT=str(port), POLL_INTERVAL=str(POLL_INTERVAL_S), **overrides
+        )
         process = start_process(manage(command), env, name=kind)
         workers.append(Worker(kind, process, f"http://127.0.0.1:{port}/metrics"))
     for worker in workers:
@@ -171,18 +174,6 @@ def metrics_ts(viewer: Viewer, since: int = 0) -> list[float]:
     return [f["data"]["ts"] for f in viewer.frames[since:] if f["type"] == "metrics"]
 
 
-def wait_until(
-    condition: Callable[[], bool], *, timeout: float, what: str | Callable[[], str]
-) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(
-                f"not within {timeout} s: {what if isinstance(what, str) else what()}"
-            )
-        time.sleep(0.2)
-
-
 # --- tests -----------------------------------------------------------------------------
 
 
@@ -193,7 +184,7 @@ def test_viewers_on_either_web_process_receive_every_update(
     start_workers(devstack, start_process, "poller", 2)
     start_workers(devstack, start_process, "watcher", 2)
     audience = viewers.open(webs[0], 3) + viewers.open(webs[1], 3)
-    wait_until(
+    until(
         lambda: all(len(metrics_ts(v)) >= 2 for v in audience),
         timeout=30,
         what="live metrics frames on every viewer",
@@ -203,7 +194,7 @@ def test_viewers_on_either_web_process_receive_every_update(
     # A pod change as it happens in the cluster (here by the admin, so no rate limit or
     # guard is involved): the watcher leader publishes it, both web processes relay it.
     victim = pods(devstack)[0]["metadata"]["name"]
-    devstack.kubectl("-n", "chaos-demo", "delete", "pod", victim, "--wait=false")
+    devstack.kubectl("-n", NAMESPACE, "delete", "pod", victim, "--wait=false")
     wait_healthy(devstack)
 
     def healed(viewer: Viewer) -> bool:
@@ -214,7 +205,7 @@ def test_viewers_on_either_web_process_receive_every_update(
             and victim not in {p["name"] for p in seen[-1]["pods"]}
         )
 
-    wait_until(
+    until(
         lambda: all(healed(v) for v in audience),
         timeout=30,
         what=lambda: (
@@ -222,7 +213,12 @@ def test_viewers_on_either_web_process_receive_every_update(
             + str([sum(f["type"] == "pods" for f in v.frames) for v in audience])
         ),
     )
-    time.sleep(2 * POLL_INTERVAL_S)  # a few more metrics rounds after the pod frames
+    healed_at = [len(metrics_ts(v)) for v in audience]
+    until(
+        lambda: all(len(metrics_ts(v)) >= n + 2 for v, n in zip(audience, healed_at, strict=True)),
+        timeout=30,
+        what="two more metrics rounds on every viewer after the pod frames",
+    )
 
     pod_frames = [
         [t for t, f in zip(v.texts[m:], v.frames[m:], strict=True) if f["type"] == "pods"]
@@ -258,7 +254,6 @@ def test_chaos_budgets_are_shared_by_the_web_processes(
     }
     a, b = web_server(**env), web_server(**env)
     visitors = [f"203.0.113.{n}" for n in range(10, 15)]
-    wait_for_room_in_windows(*((ip, 60) for ip in visitors), ("cluster", 60))
 
     def status(web: str, visitor: str) -> int:
         return press(chaos_session(web), web, **{"X-Forwarded-For": visitor}).status_code
@@ -294,7 +289,7 @@ def test_one_poller_and_one_watcher_lead_and_a_killed_leader_is_replaced_within_
         # A crash, not a shutdown: the lock is not released and has to expire.
         os.kill(leader.process.pid, signal.SIGKILL)
         killed_at = time.monotonic()
-        wait_until(lambda s=standby: s.leading() == 1, timeout=30, what=f"{kind} takeover")
+        until(lambda s=standby: s.leading() == 1, timeout=30, what=f"{kind} takeover")
         takeover_s = time.monotonic() - killed_at
         assert takeover_s <= command.lock_ttl_s + STANDBY_RETRY_S + OBSERVE_S + 0.5, takeover_s
 
@@ -302,8 +297,8 @@ def test_one_poller_and_one_watcher_lead_and_a_killed_leader_is_replaced_within_
         # pod change.
         if kind == "watcher":
             victim = pods(devstack)[0]["metadata"]["name"]
-            devstack.kubectl("-n", "chaos-demo", "delete", "pod", victim, "--wait=false")
-        wait_until(
+            devstack.kubectl("-n", NAMESPACE, "delete", "pod", victim, "--wait=false")
+        until(
             lambda s=standby, b=broadcasts, k=kind_of_frame: (
                 sample_sum(s.metrics_url, "infra_broadcasts_total", kind=k) > b
             ),
@@ -312,17 +307,9 @@ def test_one_poller_and_one_watcher_lead_and_a_killed_leader_is_replaced_within_
         )
 
 
-def prometheus_instant_queries(devstack: Devstack) -> float:
-    # From Prometheus's own exposition, not its query API, which would count itself.
-    return sample_sum(
-        f"{devstack.prometheus_url}/metrics",
-        "prometheus_http_requests_total",
-        handler="/api/v1/query",
-    )
-
-
-def queries_per_round(devstack: Devstack, pollers: list[Worker], rounds: int = 3) -> float:
-    """Instant queries Prometheus answered per poll round, over `rounds` rounds.
+def queries_per_round(proxy: PrometheusProxy, pollers: list[Worker], rounds: int = 3) -> float:
+    """Instant queries this test's pollers sent (through `proxy`, so no other poller of
+    the shared Prometheus counts) per poll round, over `rounds` rounds.
 
     Both counters are read right after a round ends (the round counter has just moved),
     in the quiet second before the next round, so no round is half counted."""
@@ -336,7 +323,7 @@ def queries_per_round(devstack: Devstack, pollers: list[Worker], rounds: int = 3
         while (now := poll_rounds()) == before:
             assert time.monotonic() < deadline, "the poller stopped polling"
             time.sleep(0.02)
-        return now, prometheus_instant_queries(devstack)
+        return now, proxy.queries
 
     start_rounds, start_queries = right_after_a_round()
     end_rounds, end_queries = start_rounds, start_queries
@@ -345,32 +332,32 @@ def queries_per_round(devstack: Devstack, pollers: list[Worker], rounds: int = 3
     return (end_queries - start_queries) / (end_rounds - start_rounds)
 
 
-def steady_queries_per_round(devstack: Devstack, pollers: list[Worker]) -> float:
-    # Anything else querying this Prometheus (another checkout's `make run`) only adds
-    # queries, so the smallest of a few measurements is the poller's own.
-    return min(queries_per_round(devstack, pollers) for _ in range(3))
-
-
 def test_prometheus_load_is_the_same_for_one_or_two_web_processes_and_one_or_500_viewers(
-    devstack: Devstack, web_server: WebServer, start_process: StartProcess, viewers: Viewers
+    devstack: Devstack,
+    web_server: WebServer,
+    start_process: StartProcess,
+    viewers: Viewers,
+    prometheus_proxy: PrometheusProxy,
 ) -> None:
     per_round = len(promql.SCALARS) + len(promql.VECTORS)
     # Enough websocket places for 500 viewers from one address.
     env = {"WS_MAX_PER_IP": "1000"}
     first_web = web_server(**env)
-    pollers = start_workers(devstack, start_process, "poller", 2)
+    pollers = start_workers(
+        devstack, start_process, "poller", 2, PROMETHEUS_URL=prometheus_proxy.url
+    )
     wait_for_one_leader(pollers, timeout=PollMetrics.lock_ttl_s + 5)
 
     viewers.open(first_web, 1)
-    one_web_one_viewer = steady_queries_per_round(devstack, pollers)
+    one_web_one_viewer = queries_per_round(prometheus_proxy, pollers)
 
     second_web = web_server(**env)
     viewers.open(second_web, 1)
-    two_webs_two_viewers = steady_queries_per_round(devstack, pollers)
+    two_webs_two_viewers = queries_per_round(prometheus_proxy, pollers)
 
     crowd = viewers.open(first_web, 249) + viewers.open(second_web, 249)
     assert len(viewers.viewers) == 500
-    two_webs_500_viewers = steady_queries_per_round(devstack, pollers)
+    two_webs_500_viewers = queries_per_round(prometheus_proxy, pollers)
 
     assert one_web_one_viewer == per_round
     assert two_webs_two_viewers == per_round
