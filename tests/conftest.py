@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from enum import IntEnum, unique
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -59,17 +60,25 @@ class RedisDb(IntEnum):
 TEST_REDIS_DB = int(os.environ.get("TEST_REDIS_DB", str(int(RedisDb.INTEGRATION))))
 
 
-def until(check: Callable[[], object], *, timeout: float, what: str, every: float = 0.2) -> object:
+def until(
+    check: Callable[[], Any],
+    *,
+    timeout: float,
+    what: str | Callable[[], str],
+    every: float = 0.2,
+) -> Any:
     """Polls `check` until it returns something truthy, and returns that; fails naming
-    `what` and the last value seen. The one way tests wait for an event, never a sleep."""
+    `what` (or what it returns, computed only then) and the last value seen. The one way
+    tests wait for an event, never a sleep."""
     deadline = time.monotonic() + timeout
-    last: object = None
+    last: Any = None
     while True:
         last = check()
         if last:
             return last
         if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout} s (last: {last!r})")
+            said = what if isinstance(what, str) else what()
+            raise AssertionError(f"{said}: not within {timeout} s (last: {last!r})")
         time.sleep(every)
 
 
@@ -86,6 +95,20 @@ def read_env_file(path: Path) -> dict[str, str]:
             key, _, value = line.partition("=")
             env[key.strip()] = value.strip()
     return env
+
+
+async def auntil(
+    check: Callable[[], Any], *, within_s: float = 5, what: str, every: float = 0.01
+) -> Any:
+    """`until` for async tests: yields to the event loop between looks."""
+    import asyncio
+
+    deadline = time.monotonic() + within_s
+    while not (last := check()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {within_s} s (last: {last!r})")
+        await asyncio.sleep(every)
+    return last
 
 
 @dataclass

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import socket
+from typing import ClassVar
 
 import pytest
 import requests
 from django.core.management.base import CommandError
 from django.test import Client, override_settings
+from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
 from infra_site import worker
-from infra_site.metrics import WORKER_LEADING
 from infra_site.worker import WorkerCommand
 from tests.conftest import free_port
 
@@ -82,32 +83,41 @@ def test_worker_without_metrics_port_serves_nothing(monkeypatch: pytest.MonkeyPa
 
 
 class FakeLock:
-    """Held for two rounds, then lost (as the heartbeat would record it), never regained."""
+    """A leader lock whose answers the test decides, with state of its own (not sharing
+    anything with the real LeaderLock's renewal): granted at the first ask, then lost when
+    the test drops `held`, as the heartbeat does when a renewal fails; never granted again."""
+
+    instances: ClassVar[list[FakeLock]] = []
 
     def __init__(self, name: str, *, ttl_s: float) -> None:
-        self.answers = iter([True, True, False])
-
-    @property
-    def held(self) -> bool:
-        return next(self.answers, False)
+        self.held = False
+        self.asks = 0
+        FakeLock.instances.append(self)
 
     def acquire_or_renew(self) -> bool:
-        return next(self.answers, False)
+        self.asks += 1
+        self.held = self.asks == 1
+        return self.held
 
     def release(self) -> None:
-        pass
+        self.held = False
+
+
+def leading_gauge(worker_name: str) -> float | None:
+    return REGISTRY.get_sample_value("infra_worker_leading", {"worker": worker_name})
 
 
 def test_worker_reports_whether_it_leads(monkeypatch: pytest.MonkeyPatch) -> None:
-    gauge = WORKER_LEADING.labels(worker="test-leading")
-    seen: list[float] = []
+    seen: list[float | None] = []
 
     class Leading(WorkerCommand):
         lock_name = "test-leading"
         lock_ttl_s = 100.0  # keeps the heartbeat thread asleep for the whole test
 
         def step(self) -> bool:
-            seen.append(gauge._value.get())
+            seen.append(leading_gauge("test-leading"))
+            if len(seen) == 2:
+                FakeLock.instances[-1].held = False  # lost after the second round
             return True
 
     monkeypatch.setattr(worker, "LeaderLock", FakeLock)
@@ -117,7 +127,8 @@ def test_worker_reports_whether_it_leads(monkeypatch: pytest.MonkeyPatch) -> Non
     with override_settings(METRICS_PORT=0):
         Leading().handle(once=False, run_for=0.5)
     assert seen == [1.0, 1.0]  # leading while it stepped
-    assert gauge._value.get() == 0.0  # standing by, then stopped
+    assert FakeLock.instances[-1].asks >= 2, "asked again after losing it, and refused"
+    assert leading_gauge("test-leading") == 0.0  # standing by, then stopped
 
 
 def test_a_taken_metrics_port_is_a_clear_error() -> None:

@@ -27,9 +27,9 @@ from dashboard.consumers import (
     MAX_CLIENT_TEXT,
 )
 from dashboard.routing import websocket_urlpatterns
-from infra_site.metrics import OPEN_WEBSOCKETS
 from infra_site.publish import GROUP, publish
 from infra_site.wscap import FrameBudget
+from tests.conftest import auntil
 
 app = URLRouter(websocket_urlpatterns)
 
@@ -127,18 +127,18 @@ async def test_updates_reach_every_viewer_through_one_group_member(
 async def test_the_process_leaves_the_group_with_its_last_viewer(
     viewers: list[WebsocketCommunicator],
 ) -> None:
-    open_before = OPEN_WEBSOCKETS._value.get()
+    open_before = open_websockets()
     first, second = await connect(viewers), await connect(viewers)
-    assert OPEN_WEBSOCKETS._value.get() == open_before + 2
+    assert open_websockets() == open_before + 2
     await first.disconnect()
     viewers.remove(first)
     await apublish("metrics", {"ts": 5})
     assert await receive(second) == {"type": "metrics", "data": {"ts": 5}}
     await second.disconnect()
     viewers.remove(second)
-    await asyncio.sleep(0.05)  # the reader's cleanup runs after its cancellation
-    assert not get_channel_layer().groups.get(GROUP)
-    assert OPEN_WEBSOCKETS._value.get() == open_before
+    # The reader's cleanup runs after its cancellation.
+    await auntil(lambda: not get_channel_layer().groups.get(GROUP), what="the group left")
+    assert open_websockets() == open_before
     # A new viewer after that starts from the cache, not from a frame the idle process
     # might have missed.
     await apublish("metrics", {"ts": 6})
@@ -208,6 +208,10 @@ async def test_a_viewer_that_stops_reading_is_dropped_and_delays_no_one(
     closes = [m for m in messages if m["type"] == "websocket.close"]
     assert closes
     assert closes[0]["code"] == CLOSE_TOO_SLOW
+
+
+def open_websockets() -> float:
+    return REGISTRY.get_sample_value("infra_open_websockets") or 0.0
 
 
 def closed_for(reason: str) -> float:

@@ -14,6 +14,7 @@ from django.core.cache import cache
 from dashboard import fanout
 from dashboard.fanout import Hub, Subscription
 from infra_site.publish import GROUP, MESSAGE_TYPE, encode, publish
+from tests.conftest import auntil
 
 
 @pytest.fixture(autouse=True)
@@ -129,14 +130,14 @@ async def test_the_reader_rejoins_after_a_layer_failure_and_catches_up_from_the_
     subscription, _ = await hub.subscribe()
     # Published while the process was out of the group: only the cache has it.
     await sync_to_async(cache.set)("latest:metrics", encode("metrics", {"ts": 5}))
-    await asyncio.sleep(0.3)
-    assert layer.group_adds == 2
+    # The rejoin, and with it the catch-up from the cache.
+    await auntil(lambda: layer.group_adds >= 2, what="the reader rejoining the group")
     assert await drain(subscription) == [encode("metrics", {"ts": 5})]
+    assert layer.group_adds == 2, "one failure, one rejoin"
     await layer.group_send(GROUP, frame("metrics", 6))
     assert await drain(subscription) == [frame("metrics", 6)["text"]]
     hub.unsubscribe(subscription)
-    await asyncio.sleep(0.05)
-    assert not layer.groups.get(GROUP)
+    await auntil(lambda: not layer.groups.get(GROUP), what="the process leaving the group")
 
 
 async def test_a_viewer_connects_even_when_the_layer_is_unreachable(
