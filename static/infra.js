@@ -421,6 +421,7 @@ function fillEvent(el, ev) {
   if (mine.has(String(ev.id))) markMine(el);
   setTime(field(el, "at"), ev.at);
   field(el, "pod").textContent = String(ev.pod ?? "");
+  field(el, "pod").title = String(ev.pod ?? "");
   field(el, "recovery").textContent = healed ? `healed in ${ev.recovery_s.toFixed(1)} s` : "healing…";
   // A frame without phases (the press's own quick answer) keeps what a row already has.
   const known = shownEvents.get(String(ev.id));

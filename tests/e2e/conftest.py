@@ -2,20 +2,25 @@
 
 Never `playwright install`: it downloads a browser, which this project's machines cannot.
 Screenshots go to `test-artifacts/` at the repository root (CI keeps that folder).
+The accessibility audit injects axe-core, which `devstack/install-axe` puts in a cache
+folder outside the repo.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.conftest import IN_CI, ROOT
+from tests.conftest import IN_CI, ROOT, Devstack, StartProcess, free_port, manage, unavailable
 
 ARTIFACTS = ROOT / "test-artifacts"
+INSTALL_AXE = ROOT / "devstack" / "install-axe"
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 # Without the background-networking flags Chromium keeps trying to reach Google's hosts,
 # which a closed network refuses; --no-sandbox because CI runs as root.
@@ -58,3 +63,83 @@ def browser() -> Iterator[object]:
 def artifacts() -> Path:
     ARTIFACTS.mkdir(exist_ok=True)
     return ARTIFACTS
+
+
+def axe_core_path() -> Path:
+    """Where devstack/install-axe puts axe-core (its version read from the script, so the
+    two never disagree); AXE_CORE_JS overrides."""
+    if os.environ.get("AXE_CORE_JS"):
+        return Path(os.environ["AXE_CORE_JS"])
+    found = re.search(r"^AXE_CORE_VERSION=(\S+)$", INSTALL_AXE.read_text(), re.MULTILINE)
+    assert found, f"no AXE_CORE_VERSION line in {INSTALL_AXE}"
+    cache = os.environ.get("INFRA_CHAOS_CACHE") or str(
+        Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "infra-chaos"
+    )
+    return Path(cache) / f"npm-axe-core-{found.group(1)}" / "node_modules/axe-core/axe.min.js"
+
+
+# What the audit fails on; moderate and minor findings are printed, not failed.
+AXE_FAILING = {"serious", "critical"}
+Audit = Callable[[Any, str], list[dict[str, Any]]]
+
+
+@pytest.fixture(scope="session")
+def axe_source() -> str:
+    path = axe_core_path()
+    if not path.exists():
+        unavailable(f"axe-core not found at {path} (run devstack/install-axe)")
+    return path.read_text()
+
+
+@pytest.fixture
+def audit(axe_source: str) -> Audit:
+    """Runs axe-core in a page and prints what it found; returns the serious and critical
+    violations. The engine is evaluated through DevTools, which the page's CSP does not
+    govern, so the page keeps its real policy while being audited."""
+
+    def run(page: Any, name: str) -> list[dict[str, Any]]:
+        if not page.evaluate("() => typeof window.axe === 'object'"):
+            page.evaluate(f"() => {{ {axe_source}\n; window.axe = axe; }}")
+        result = page.evaluate(
+            """async () => {
+                const r = await axe.run(document, { resultTypes: ['violations'] });
+                return r.violations.map(v => ({
+                    id: v.id, impact: v.impact, help: v.help, nodes: v.nodes.length,
+                    targets: v.nodes.slice(0, 3).map(n => n.target.join(' ')),
+                }));
+            }"""
+        )
+        failing = [v for v in result if v["impact"] in AXE_FAILING]
+        print(
+            f"\naxe-core on {name}: {len(result)} violations "
+            f"({len(failing)} serious or critical): "
+            + (", ".join(f"{v['id']} ({v['impact']}, {v['nodes']})" for v in result) or "none")
+        )
+        return failing
+
+    return run
+
+
+# The Redis database of the timeline and accessibility browser tests (files that never run
+# at the same time as each other), emptied before each test.
+TIMELINE_E2E_REDIS_DB = 14
+
+
+@pytest.fixture
+def chaos_site(devstack: Devstack, start_process: StartProcess) -> str:
+    """The whole app on the real stack, as `make run` starts it (web, poller, watcher), on a
+    healthy chaos-demo; returns its base URL. Visitors are told apart by X-Forwarded-For."""
+    import redis
+
+    from tests.chaos.stack import wait_healthy
+    from tests.e2e.test_dashboard import start_web
+
+    url = f"{devstack.redis_url.rsplit('/', 1)[0]}/{TIMELINE_E2E_REDIS_DB}"
+    redis.Redis.from_url(url).flushdb()
+    wait_healthy(devstack)
+    env = devstack.app_env(REDIS_URL=url, POLL_INTERVAL="2", TRUSTED_PROXY_COUNT="1")
+    start_process(manage("poll_metrics"), env, name="poller")
+    start_process(manage("watch_pods"), env, name="watcher")
+    port = free_port()
+    start_web(env, start_process, port)
+    return f"http://127.0.0.1:{port}"

@@ -1,6 +1,6 @@
 """The chaos loop as two viewers see it, checked against what the backend measured.
 
-tests/e2e/test_dashboard.py walks the page's side of issue 4 (messages, countdown,
+tests/e2e/test_dashboard.py walks the page's side of a kill (messages, countdown,
 history). This one holds the backend to its word in a real browser: every viewer sees the
 same kill, the recovery time a viewer reads is the one recorded for the event, and no real
 node name reaches any page.

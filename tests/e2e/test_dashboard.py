@@ -1,5 +1,5 @@
 """/infra in a real browser against the real stack: web + poller + watcher processes,
-Prometheus, Redis and the kwok cluster (issue 3, "Browser test")."""
+Prometheus, Redis and the kwok cluster."""
 
 from __future__ import annotations
 
@@ -255,7 +255,7 @@ def test_a_kill_is_seen_by_every_viewer_and_the_feed_shows_the_recovery(
     open_page: Callable[..., Any],
     artifacts: Path,
 ) -> None:
-    """Issue 4's browser test: two viewers, one presses the button."""
+    """Two viewers, one presses the button."""
     port = free_port()
     start_web(app_env, start_process, port, TRUSTED_PROXY_COUNT="1", CHAOS_RATE_PER_IP="1/m")
     url = f"http://127.0.0.1:{port}"
