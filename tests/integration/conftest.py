@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import http.server
 import os
+import shutil
 import subprocess
 import tempfile
 import threading
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -207,7 +209,17 @@ def group_members(pgid: int) -> list[str]:
     return members
 
 
-def own_stack(prefix: str) -> OwnStack:
+@contextmanager
+def own_stack(prefix: str, *components: str) -> Iterator[OwnStack]:
+    """A stack of its own with `components` up (none: an empty state folder); on exit
+    everything it started is stopped and its folder removed."""
     # Short paths: unix sockets under the state folder must fit in 108 bytes.
     state = Path(tempfile.mkdtemp(prefix=f"{prefix}-", dir="/tmp"))
-    return OwnStack(state=state, name=f"{prefix}-{uuid.uuid4().hex[:6]}")
+    stack = OwnStack(state=state, name=f"{prefix}-{uuid.uuid4().hex[:6]}")
+    try:
+        if components:
+            stack.up(*components)
+        yield stack
+    finally:
+        stack.script("down", timeout=180)
+        shutil.rmtree(state, ignore_errors=True)

@@ -22,10 +22,10 @@ pytestmark = pytest.mark.integration
 
 
 def test_up_without_postgresql_says_what_is_missing(tmp_path: Path) -> None:
-    stack = own_stack("pgless")
     empty = tmp_path / "no-postgresql"
     empty.mkdir()
-    result = stack.script("up", "postgres", DEVSTACK_POSTGRES_LIB=str(empty))
+    with own_stack("pgless") as stack:
+        result = stack.script("up", "postgres", DEVSTACK_POSTGRES_LIB=str(empty))
     assert result.returncode != 0
     assert "PostgreSQL server not found" in result.stderr
     assert str(empty) in result.stderr
@@ -38,10 +38,17 @@ def test_the_files_holding_secrets_are_for_their_owner_only(devstack: Devstack) 
     assert "DJANGO_SECRET_KEY=" in (STATE_DIR / "env").read_text()
 
 
-def test_down_stops_a_shell_loop_with_its_sleep() -> None:
+@pytest.fixture
+def scratch() -> Iterator[OwnStack]:
+    """An empty stack of its own, for the scripts' bookkeeping."""
+    with own_stack("scratch") as stack:
+        yield stack
+
+
+def test_down_stops_a_shell_loop_with_its_sleep(scratch: OwnStack) -> None:
     # The token renewal loop is a shell waiting in `sleep 1200`: stopping only the shell
     # would leave the sleep behind, orphaned.
-    stack = own_stack("orphan")
+    stack = scratch
     started = stack.bash("start_bg token bash -c 'while sleep 1200; do :; done'; sleep 0.5")
     assert started.returncode == 0, started.stderr
     group = stack.pid("token")
@@ -52,8 +59,8 @@ def test_down_stops_a_shell_loop_with_its_sleep() -> None:
     assert not (stack.state / "pids" / "token.pid").exists()
 
 
-def test_a_stale_pidfile_is_neither_trusted_nor_signalled() -> None:
-    stack = own_stack("stale")
+def test_a_stale_pidfile_is_neither_trusted_nor_signalled(scratch: OwnStack) -> None:
+    stack = scratch
     pids = stack.state / "pids"
     pids.mkdir(parents=True)
     # The PID of a process that is alive but is not the one recorded (this test), as after
@@ -74,12 +81,8 @@ def test_a_stale_pidfile_is_neither_trusted_nor_signalled() -> None:
 @pytest.fixture(scope="module")
 def small_stack() -> Iterator[OwnStack]:
     """Redis, the node exporters and Prometheus of a stack of its own, supervised."""
-    stack = own_stack("small")
-    try:
-        stack.up("redis", "node-exporter", "prometheus")
+    with own_stack("small", "redis", "node-exporter", "prometheus") as stack:
         yield stack
-    finally:
-        stack.script("down", timeout=120)
 
 
 def prometheus_ready(stack: OwnStack) -> bool:
@@ -129,13 +132,13 @@ def test_down_leaves_nothing_running(small_stack: OwnStack) -> None:
     assert not prometheus_ready(small_stack)
 
 
-def test_status_runs_without_a_stack() -> None:
-    result = own_stack("empty").script("status")
+def test_status_runs_without_a_stack(scratch: OwnStack) -> None:
+    result = scratch.script("status")
     assert result.returncode == 0, result.stderr
     assert "redis" in result.stdout
 
 
-def test_down_without_a_stack_is_a_no_op() -> None:
+def test_down_without_a_stack_is_a_no_op(scratch: OwnStack) -> None:
     # Also with no devstack/node ever started: down asks it to stop, and it must not fail.
-    result = own_stack("empty").script("down")
+    result = scratch.script("down")
     assert result.returncode == 0, result.stderr

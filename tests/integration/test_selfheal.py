@@ -27,12 +27,8 @@ LEASE_S = 15
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[OwnStack]:
-    stack = own_stack("heal")
-    try:
-        stack.up("cluster")
+    with own_stack("heal", "cluster") as stack:
         yield stack
-    finally:
-        stack.script("down", "cluster", timeout=180)
 
 
 def ready(stack: OwnStack) -> bool:
