@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
-from html.parser import HTMLParser
-from typing import Any
+from collections.abc import Iterator
+from typing import Any, cast
 from unittest import mock
 
 import pytest
+from bs4 import BeautifulSoup, Tag
 from django.core.cache import cache
 from django.db import DatabaseError
 from django.test import Client
@@ -21,70 +21,30 @@ GIB = 1024**3
 pytestmark = pytest.mark.django_db
 
 
-# ---- a tiny DOM, enough to query the page by id, class and attribute ------------------
+# ---- the page's DOM, parsed by BeautifulSoup, queried by id, class and attribute --------
 
 
-class Node:
-    def __init__(self, tag: str, attrs: dict[str, str | None], parent: Node | None) -> None:
-        self.tag, self.attrs, self.parent = tag, attrs, parent
-        self.children: list[Node | str] = []
+class Node(Tag):
+    """BeautifulSoup's Tag, plus the lookups these tests read the page with."""
 
     @property
-    def text(self) -> str:
-        return "".join(c if isinstance(c, str) else c.text for c in self.children)
-
-    def walk(self) -> Iterator[Node]:
-        for child in self.children:
-            if isinstance(child, Node):
-                yield child
-                yield from child.walk()
-
-    def find_all(self, predicate: Callable[[Node], bool]) -> list[Node]:
-        return [node for node in self.walk() if predicate(node)]
+    def tag(self) -> str:
+        return self.name
 
     def by_id(self, element_id: str) -> Node:
-        found = self.find_all(lambda n: n.attrs.get("id") == element_id)
+        found = self.select(f"#{element_id}")
         assert len(found) == 1, f"expected one #{element_id}, found {len(found)}"
-        return found[0]
+        return cast(Node, found[0])
 
     def by_class(self, name: str) -> list[Node]:
-        return self.find_all(lambda n: name in (n.attrs.get("class") or "").split())
-
-
-class _Builder(HTMLParser):
-    VOID = frozenset({"meta", "link", "input", "br", "img", "hr"})
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.root = Node("#document", {}, None)
-        self.current = self.root
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        node = Node(tag, dict(attrs), self.current)
-        self.current.children.append(node)
-        if tag not in self.VOID:
-            self.current = node
-
-    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        self.current.children.append(Node(tag, dict(attrs), self.current))
-
-    def handle_endtag(self, tag: str) -> None:
-        node: Node | None = self.current
-        while node is not None and node.tag != tag:
-            node = node.parent
-        assert node is not None, f"stray </{tag}>"
-        assert node.parent is not None, f"stray </{tag}>"
-        self.current = node.parent
-
-    def handle_data(self, data: str) -> None:
-        self.current.children.append(data)
+        return [cast(Node, n) for n in self.select(f".{name}")]
 
 
 def parse(html: str) -> Node:
-    builder = _Builder()
-    builder.feed(html)
-    builder.close()
-    return builder.root
+    soup = BeautifulSoup(html, "html.parser", element_classes={Tag: Node})
+    root = soup.find("html")
+    assert isinstance(root, Node), "no <html> element"
+    return root
 
 
 # ---- data ------------------------------------------------------------------------------
