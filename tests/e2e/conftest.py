@@ -17,7 +17,16 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import IN_CI, ROOT, Devstack, StartProcess, free_port, manage, unavailable
+from tests.conftest import (
+    IN_CI,
+    ROOT,
+    Devstack,
+    RedisDb,
+    StartProcess,
+    free_port,
+    manage,
+    unavailable,
+)
 
 ARTIFACTS = ROOT / "test-artifacts"
 INSTALL_AXE = ROOT / "devstack" / "install-axe"
@@ -120,21 +129,17 @@ def audit(axe_source: str) -> Audit:
     return run
 
 
-# The Redis database of the timeline and accessibility browser tests (files that never run
-# at the same time as each other), emptied before each test.
-TIMELINE_E2E_REDIS_DB = 14
-
-
 @pytest.fixture
 def chaos_site(devstack: Devstack, start_process: StartProcess) -> str:
     """The whole app on the real stack, as `make run` starts it (web, poller, watcher), on a
-    healthy chaos-demo; returns its base URL. Visitors are told apart by X-Forwarded-For."""
+    healthy test namespace; returns its base URL. Visitors are told apart by X-Forwarded-For."""
     import redis
 
     from tests.chaos.stack import wait_healthy
     from tests.e2e.test_dashboard import start_web
 
-    url = f"{devstack.redis_url.rsplit('/', 1)[0]}/{TIMELINE_E2E_REDIS_DB}"
+    # The chaos browser tests' database (they run one after another), emptied first.
+    url = devstack.redis_db(RedisDb.E2E_CHAOS)
     redis.Redis.from_url(url).flushdb()
     wait_healthy(devstack)
     env = devstack.app_env(REDIS_URL=url, POLL_INTERVAL="2", TRUSTED_PROXY_COUNT="1")

@@ -16,7 +16,7 @@ import pytest
 import redis
 
 from tests.chaos.stack import events, wait_healthy
-from tests.conftest import Devstack, StartProcess, free_port, manage
+from tests.conftest import Devstack, RedisDb, StartProcess, free_port, manage
 from tests.e2e.test_dashboard import (
     HEALTHY_THREE,
     healed_feed_text,
@@ -28,14 +28,12 @@ from tests.e2e.test_dashboard import (
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 
-# A Redis database of this file's own, emptied first: no worker left by another run may
-# hold the leader locks these processes need, and budgets start fresh.
-CHAOS_E2E_REDIS_DB = 12
-
 
 @pytest.fixture
 def app_env(devstack: Devstack) -> dict[str, str]:
-    url = f"{devstack.redis_url.rsplit('/', 1)[0]}/{CHAOS_E2E_REDIS_DB}"
+    # A Redis database of this file's own, emptied first: no worker left by another run
+    # may hold the leader locks these processes need, and budgets start fresh.
+    url = devstack.redis_db(RedisDb.E2E_CHAOS)
     redis.Redis.from_url(url).flushdb()
     wait_healthy(devstack)
     return devstack.app_env(REDIS_URL=url, POLL_INTERVAL="2", TRUSTED_PROXY_COUNT="1")

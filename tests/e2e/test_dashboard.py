@@ -15,6 +15,7 @@ import pytest
 
 from tests.conftest import (
     Devstack,
+    RedisDb,
     StartProcess,
     daphne_command,
     free_port,
@@ -26,7 +27,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 
 # Poll often so a test waits seconds, not tens of seconds, for the next number.
 POLL_INTERVAL_S = "2"
-NAMESPACE = "chaos-demo"
 DESKTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}
 # Scrapes every 5 s, a poll every 2 s and a rate window: a minute is generous.
@@ -39,17 +39,15 @@ HEALTHY_THREE = """() => {
 REPLACEMENT_RUNNING = """(before) => [...document.querySelectorAll('#pods [data-pod]')].some(
     p => !before.includes(p.dataset.pod) && p.dataset.status === 'Running')"""
 
-# A Redis database of these tests' own, emptied before each: the web, poller and watcher
-# they start must not stand by behind (or read frames from) workers that other test runs
-# left on the shared test database, and each test starts with fresh rate-limit budgets.
-E2E_REDIS_DB = 13
-
 
 @pytest.fixture
 def app_env(devstack: Devstack) -> dict[str, str]:
     import redis
 
-    url = f"{devstack.redis_url.rsplit('/', 1)[0]}/{E2E_REDIS_DB}"
+    # A Redis database of these tests' own, emptied before each: the web, poller and
+    # watcher they start must not stand by behind (or read frames from) workers that other
+    # test runs left on the shared test database, and each test starts with fresh budgets.
+    url = devstack.redis_db(RedisDb.E2E_DASHBOARD)
     redis.Redis.from_url(url).flushdb()
     return devstack.app_env(REDIS_URL=url, POLL_INTERVAL=POLL_INTERVAL_S)
 
@@ -148,7 +146,10 @@ def wait_for_live(page: Any, timeout_ms: int = 45_000) -> None:
 
 
 def scale(devstack: Devstack, replicas: int) -> None:
-    devstack.kubectl("-n", NAMESPACE, "scale", "deployment/chaos-demo", f"--replicas={replicas}")
+    # The test namespace that the app processes of tests watch, never `make run`'s.
+    devstack.kubectl(
+        "-n", devstack.namespace, "scale", "deployment/chaos-demo", f"--replicas={replicas}"
+    )
 
 
 def test_page_shows_real_numbers_and_follows_the_cluster_live(
