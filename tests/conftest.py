@@ -111,6 +111,23 @@ async def auntil(
     return last
 
 
+async def close_code(communicator: Any) -> int | None:
+    """The close code a websocket server (a channels WebsocketCommunicator's app) sent
+    within 0.1 s, or None if it kept the socket open.
+
+    Reads the output queue directly: receive_output's timeout would cancel the app, which
+    is exactly the "connection still open" state this wants to observe; hence the short
+    wait, an observation window rather than a wait for an event."""
+    import asyncio
+
+    await asyncio.sleep(0.1)
+    while not communicator.output_queue.empty():
+        message = communicator.output_queue.get_nowait()
+        if message["type"] == "websocket.close":
+            return int(message.get("code", 1000))
+    return None
+
+
 @dataclass
 class Devstack:
     env: dict[str, str]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import re
 from collections.abc import AsyncIterator
@@ -21,6 +20,7 @@ from django.views import defaults
 from dashboard.routing import websocket_urlpatterns
 from infra_site.metrics import WEBSOCKETS_REFUSED
 from infra_site.wscap import CLOSE_TOO_MANY_FROM_CLIENT, CLOSE_TRY_AGAIN_LATER, WebsocketCaps
+from tests.conftest import close_code
 
 PROXY = {"SECURE_PROXY_SSL_HEADER": ("HTTP_X_FORWARDED_PROTO", "https")}
 HTTPS_ON = {
@@ -137,20 +137,6 @@ async def connect(
     connected, _ = await communicator.connect()
     assert connected
     return communicator
-
-
-async def close_code(communicator: WebsocketCommunicator) -> int | None:
-    """The close code the server sent, or None if it kept the socket open.
-
-    Reads the output queue directly: receive_output's timeout would cancel the app, which
-    is exactly the "connection still open" state this wants to observe.
-    """
-    await asyncio.sleep(0.1)
-    while not communicator.output_queue.empty():
-        message = communicator.output_queue.get_nowait()
-        if message["type"] == "websocket.close":
-            return int(message.get("code", 1000))
-    return None
 
 
 @override_settings(TRUSTED_PROXY_COUNT=1)

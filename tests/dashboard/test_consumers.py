@@ -29,7 +29,7 @@ from dashboard.consumers import (
 from dashboard.routing import websocket_urlpatterns
 from infra_site.publish import GROUP, publish
 from infra_site.wscap import FrameBudget
-from tests.conftest import auntil
+from tests.conftest import auntil, close_code
 
 app = URLRouter(websocket_urlpatterns)
 
@@ -68,15 +68,6 @@ async def receive(communicator: WebsocketCommunicator) -> dict[str, Any]:
 async def nothing_more(communicator: WebsocketCommunicator) -> bool:
     await asyncio.sleep(0.1)
     return communicator.output_queue.empty()
-
-
-async def close_code(communicator: WebsocketCommunicator) -> int | None:
-    await asyncio.sleep(0.1)
-    while not communicator.output_queue.empty():
-        message = communicator.output_queue.get_nowait()
-        if message["type"] == "websocket.close":
-            return int(message.get("code", 1000))
-    return None
 
 
 apublish = sync_to_async(publish)
