@@ -1,7 +1,7 @@
 """Websocket fan-out benchmark: N viewers on one daphne process, K published snapshots.
 
 Prints, per N, the publish -> receipt latency (p50, p99, max), lost messages, and the web
-process's memory per connection. Not a test: it prints numbers (issue 3's targets: p99 <=
+process's memory per connection. Not a test: it prints numbers (the targets: p99 <=
 100 ms at 1,000 viewers and <= 500 ms at 5,000, none lost, <= 30 KB per connection).
 
     .venv/bin/python bench/ws_fanout.py                       # N = 1000 and 5000, K = 20
@@ -45,7 +45,9 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-BENCH_DB = 15
+from tests.conftest import RedisDb  # noqa: E402
+
+BENCH_DB = int(RedisDb.BENCH_WS_FANOUT)
 CONNECT_CONCURRENCY = 100
 DRAIN_S = 5.0
 
@@ -73,14 +75,14 @@ def _build_baseline() -> Any:
     from channels.routing import ProtocolTypeRouter, URLRouter
     from django.urls import path
 
-    from dashboard.publish import GROUP, alatest_frames
     from infra_site.asgi import django_asgi_app  # sets Django up
+    from infra_site.publish import GROUP, alatest_by_kind
 
     class PerConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         async def connect(self) -> None:
             await self.channel_layer.group_add(GROUP, self.channel_name)
             await self.accept()
-            for text in await alatest_frames():
+            for text in (await alatest_by_kind()).values():
                 await self.send(text_data=text)
 
         async def disconnect(self, code: int) -> None:
@@ -296,14 +298,14 @@ def group_members(redis_url: str) -> int:
     import redis
     from django.conf import settings
 
-    from dashboard.publish import GROUP
+    from infra_site.publish import GROUP
 
     prefix = settings.CHANNEL_LAYERS["default"]["CONFIG"]["prefix"]
     return int(redis.Redis.from_url(redis_url).zcard(f"{prefix}:group:{GROUP}"))
 
 
 def publish_one() -> float:
-    from dashboard.publish import publish
+    from infra_site.publish import publish
 
     ts = time.time()
     publish("metrics", snapshot(ts))  # type: ignore[arg-type]

@@ -1,4 +1,4 @@
-"""A kubectl-style watch of chaos-demo, as the cluster admin: what really got deleted.
+"""A kubectl-style watch of the namespace the tests press in: what really got deleted.
 
 The ground truth that chaos tests and the soak benchmark hold the app's answers against:
 when each pod got its deletionTimestamp, when it was gone, and the most pods that were
@@ -16,8 +16,7 @@ from kubernetes import config as kube_config
 
 from chaos import kube
 from chaos.pods import Pod
-from tests.chaos.stack import NAMESPACE, SELECTOR
-from tests.conftest import Devstack
+from tests.conftest import SELECTOR, Devstack
 
 
 @dataclass
@@ -48,15 +47,16 @@ class Terminations:
 
 
 class PodWatch:
-    """Watches chaos-demo as the admin on a thread, from a list taken at start."""
+    """Watches the test namespace as the admin on a thread, from a list taken at start."""
 
     def __init__(self, devstack: Devstack) -> None:
         api_client = kube_config.new_client_from_config(config_file=devstack.admin_kubeconfig)
         self.api = client.CoreV1Api(api_client)
+        self.namespace = devstack.namespace
         self.seen = Terminations()
         self.stop = threading.Event()
         self.error: BaseException | None = None
-        snapshot = kube.list_pods(self.api, namespace=NAMESPACE, selector=SELECTOR)
+        snapshot = kube.list_pods(self.api, namespace=self.namespace, selector=SELECTOR)
         for pod in snapshot.pods:
             self.seen.apply("ADDED", pod, time.monotonic())
         self.version = snapshot.resource_version
@@ -68,7 +68,7 @@ class PodWatch:
             while not self.stop.is_set():
                 for event in kube.watch_pods(
                     self.api,
-                    namespace=NAMESPACE,
+                    namespace=self.namespace,
                     selector=SELECTOR,
                     resource_version=self.version,
                     timeout_s=2,
