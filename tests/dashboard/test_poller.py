@@ -6,11 +6,11 @@ from collections.abc import Iterator
 import pytest
 from django.core.cache import cache
 from django.test import override_settings
+from prometheus_client import REGISTRY
 
 from dashboard import promql
 from dashboard.management.commands.poll_metrics import Command
 from dashboard.poller import HISTORY_REFRESH_S, MetricsPoller
-from infra_site.metrics import BROADCASTS, POLL_FAILURES
 from infra_site.nodes import node_label
 from infra_site.publish import latest
 from tests.conftest import free_port
@@ -145,7 +145,7 @@ def test_a_new_leader_keeps_the_stale_since_of_the_previous_one() -> None:
 
 def test_a_step_publishes_the_snapshot_and_the_node_labels(prom: FakePrometheus) -> None:
     healthy(prom)
-    broadcasts = BROADCASTS.labels(kind="metrics")._value.get()
+    broadcasts = REGISTRY.get_sample_value("infra_broadcasts_total", {"kind": "metrics"}) or 0.0
     with override_settings(PROMETHEUS_URL=prom.url):
         assert Command().step() is True
     snapshot = latest("metrics")
@@ -153,7 +153,9 @@ def test_a_step_publishes_the_snapshot_and_the_node_labels(prom: FakePrometheus)
     assert snapshot["stale"] is False
     assert node_label("kwok-node-0") == "Node 1"
     assert node_label("kwok-node-1") == "Node 2"
-    assert BROADCASTS.labels(kind="metrics")._value.get() == broadcasts + 1
+    assert (
+        REGISTRY.get_sample_value("infra_broadcasts_total", {"kind": "metrics"}) or 0.0
+    ) == broadcasts + 1
 
 
 def test_a_step_during_an_outage_publishes_stale_and_keeps_the_node_labels(
@@ -163,7 +165,7 @@ def test_a_step_during_an_outage_publishes_stale_and_keeps_the_node_labels(
     command = Command()
     with override_settings(PROMETHEUS_URL=prom.url):
         command.step()
-    failures = POLL_FAILURES._value.get()
+    failures = REGISTRY.get_sample_value("infra_poll_failures_total") or 0.0
     prom.answers.clear()
     prom.range_answers.clear()
     with override_settings(PROMETHEUS_URL=prom.url):
@@ -172,7 +174,7 @@ def test_a_step_during_an_outage_publishes_stale_and_keeps_the_node_labels(
     assert snapshot["stale"] is True
     assert snapshot["cpu"]["used_percent"] is None
     assert node_label("kwok-node-0") == "Node 1"
-    assert POLL_FAILURES._value.get() == failures + 1
+    assert (REGISTRY.get_sample_value("infra_poll_failures_total") or 0.0) == failures + 1
 
 
 def test_poll_metrics_once_from_the_command_line(prom: FakePrometheus) -> None:
