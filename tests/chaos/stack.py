@@ -116,21 +116,3 @@ def events(devstack: Devstack) -> list[dict[str, Any]]:
 
 def event(devstack: Devstack, event_id: int) -> dict[str, Any]:
     return next(e for e in events(devstack) if e["id"] == event_id)
-
-
-def wait_for_room_in_windows(*keys: tuple[str, int], need_s: float = 8.0) -> None:
-    """Sleeps past any rate-limit window edge due within `need_s` seconds.
-
-    django-ratelimit counts in fixed windows whose edges are jittered per key; a test
-    that spends a budget across an edge would see its count reset halfway. `keys` are
-    (rate-limit key value, window length in seconds) pairs, e.g. ("127.0.0.1", 60)."""
-    from django_ratelimit.core import _get_window
-
-    for _ in range(len(keys) + 1):
-        now = time.time()
-        # The window a key is counted in ends at the end of second `_get_window(...)`.
-        edges = [_get_window(value, period) + 1 - now for value, period in keys]
-        soon = [left for left in edges if left < need_s]
-        if not soon:
-            return
-        time.sleep(max(soon) + 0.05)
