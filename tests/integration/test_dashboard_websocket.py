@@ -4,7 +4,6 @@ every web process gets each frame, while the group holds one member per process.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -16,7 +15,7 @@ from websockets.sync.client import ClientConnection, connect
 
 from dashboard.consumers import CLOSE_BINARY, CLOSE_TOO_BIG, MAX_CLIENT_TEXT
 from infra_site.publish import GROUP, publish
-from tests.conftest import Devstack, RedisDb
+from tests.conftest import Devstack, RedisDb, until
 
 pytestmark = pytest.mark.integration
 
@@ -101,10 +100,7 @@ def test_every_viewer_of_every_process_gets_each_frame(
     # A process whose last viewer left leaves the group.
     for viewer in group[0]:
         viewer.close()
-    deadline = time.monotonic() + 5
-    while group_members(devstack) != 1 and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert group_members(devstack) == 1
+    until(lambda: group_members(devstack) == 1, timeout=5, what="one process left in the group")
 
 
 @pytest.mark.usefixtures("layer_settings")
