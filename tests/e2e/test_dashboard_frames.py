@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from chaos.models import ChaosEvent
+from chaos.selectors import refresh_history
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -309,6 +310,8 @@ def test_a_dropped_connection_reconnects_and_resyncs(open_page: Callable[..., An
         client_hash="h",
         recovery_s=1.5,
     )
+    # As the watcher does when it records a heal: the cached history is recomputed.
+    refresh_history()
     until(page, "() => document.querySelector('#connection').dataset.state === 'reconnecting'")
     assert page.text_content("#connection") == "reconnecting…"
     # The first retry comes within the first backoff step (0.25-2.75 s), well under 5 s.
@@ -438,3 +441,106 @@ def test_too_slow_reconnects_at_once_and_a_lost_one_waits(open_page: Callable[..
     server.sockets[-1].close()
     assert sockets_after(page, server, 240) == 2
     assert sockets_after(page, server, 2_600) == 3
+
+
+def step(
+    name: str, state: str, s: float | None = None, end_s: float | None = None
+) -> dict[str, Any]:
+    return {"name": name, "state": state, "s": s, "end_s": end_s}
+
+
+def test_a_kill_s_timeline_grows_with_its_frames_and_says_what_was_missed(
+    open_page: Callable[..., Any],
+) -> None:
+    page, server = open_page()
+    server.send("metrics", metrics())
+    names = ("created", "scheduled", "started", "ready")
+    # Within the chart's 24 hours.
+    recently = (datetime.now(UTC) - timedelta(minutes=2)).isoformat()
+    kill = {"id": 41, "pod": "chaos-demo-1-aaaaa", "at": recently}
+    pending = {"state": "pending", "s": None}
+
+    def frame(steps: list[dict[str, Any]], recovery_s: float | None, **extra: Any) -> None:
+        phases = {
+            "complete": False,
+            "unknown": [],
+            "steps": steps,
+            "terminated": pending,
+            **extra,
+        }
+        server.send(
+            "chaos", {**kill, "outcome": "deleted", "recovery_s": recovery_s, "phases": phases}
+        )
+
+    row = '#chaos-history li[data-event-id="41"]'
+    segs = f"{row} .tl-seg"
+
+    def drawn() -> list[tuple[str, str, float, float]]:
+        return [
+            (s["phase"], s["state"], float(s["x"]), float(s["width"]))
+            for s in page.eval_on_selector_all(
+                segs,
+                "els => els.map(e => ({phase: e.dataset.phase, state: e.dataset.state,"
+                " x: e.getAttribute('x'), width: e.getAttribute('width')}))",
+            )
+        ]
+
+    frame([step(n, "pending") for n in names], None)
+    until(page, f"() => !!document.querySelector('{row} .tl:not([hidden])')")
+    # Nothing measured yet: a pulse where the first phase will grow.
+    assert [d[1] for d in drawn()] == ["pending"] * 4
+    assert drawn()[0][3] > 0
+
+    frame([step("created", "done", 0.5, 0.5), *(step(n, "pending") for n in names[1:])], None)
+    until(page, f"() => document.querySelector('{segs}').dataset.state === 'done'")
+    # On the list's 5 s scale: half a second is a tenth of the width.
+    assert drawn()[0] == ("created", "done", 0.0, 10.0)
+
+    # Healed after a watcher restart: scheduled and started unseen, drawn grey as one
+    # stretch up to the moment known, then the measured probe phase.
+    frame(
+        [
+            step("created", "done", 0.5, 0.5),
+            step("scheduled", "unknown"),
+            step("started", "unknown", None, 2.0),
+            step("ready", "done", 0.5, 2.5),
+        ],
+        2.5,
+        unknown=["scheduled", "started"],
+    )
+    until(page, f"() => document.querySelector('{row}').dataset.healed === 'true'")
+    assert drawn() == [
+        ("created", "done", 0.0, 10.0),
+        ("scheduled", "unknown", 10.0, 0.0),
+        ("started", "unknown", 10.0, 30.0),
+        ("ready", "done", 40.0, 10.0),
+    ]
+    words = page.eval_on_selector_all(f"{row} .tl-word", "els => els.map(e => e.textContent)")
+    assert words == [
+        "controller 0.50 s: the ReplicaSet controller created a replacement",
+        "scheduler: not seen",
+        "kubelet: not seen",
+        "probe 0.50 s: the readiness probe passed",
+        "victim still shutting down",
+    ]
+    assert page.get_attribute(row, "data-complete") == "false"
+    # The chart got its stack: the measured phases, and the rest of the 2.5 s in grey.
+    until(page, "() => document.querySelectorAll('#recovery-chart .rchart-bars rect').length === 3")
+    chart = page.eval_on_selector_all(
+        "#recovery-chart .rchart-bars rect", "els => els.map(e => e.dataset.phase)"
+    )
+    assert chart == ["created", "ready", "unknown"]
+    # A slower kill rescales every bar: 8 s now spans the width.
+    server.send(
+        "chaos",
+        {
+            "id": 42,
+            "pod": "chaos-demo-1-bbbbb",
+            "at": recently,
+            "outcome": "deleted",
+            "recovery_s": 7.6,
+            "phases": None,
+        },
+    )
+    until(page, "() => document.querySelector('#chaos-history').dataset.scale === '8'")
+    assert drawn()[0] == ("created", "done", 0.0, 6.25)
