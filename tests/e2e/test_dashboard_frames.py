@@ -19,6 +19,7 @@ from django.core.cache import cache
 
 from chaos.models import ChaosEvent
 from chaos.selectors import refresh_history
+from tests.dashboard.test_timeline_page import PARTIAL_DRAWN, PARTIAL_WORDS
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -512,20 +513,10 @@ def test_a_kill_s_timeline_grows_with_its_frames_and_says_what_was_missed(
         unknown=["scheduled", "started"],
     )
     until(page, f"() => document.querySelector('{row}').dataset.healed === 'true'")
-    assert drawn() == [
-        ("created", "done", 0.0, 10.0),
-        ("scheduled", "unknown", 10.0, 0.0),
-        ("started", "unknown", 10.0, 30.0),
-        ("ready", "done", 40.0, 10.0),
-    ]
+    # Exactly as the server draws the same kill.
+    assert drawn() == PARTIAL_DRAWN
     words = page.eval_on_selector_all(f"{row} .tl-word", "els => els.map(e => e.textContent)")
-    assert words == [
-        "controller 0.50 s: the ReplicaSet controller created a replacement",
-        "scheduler: not seen",
-        "kubelet: not seen",
-        "probe 0.50 s: the readiness probe passed",
-        "victim still shutting down",
-    ]
+    assert words == PARTIAL_WORDS
     assert page.get_attribute(row, "data-complete") == "false"
     # The chart got its stack: the measured phases, and the rest of the 2.5 s in grey.
     until(page, "() => document.querySelectorAll('#recovery-chart .rchart-bars rect').length === 3")
