@@ -37,6 +37,12 @@ def healthy_cluster(devstack: Devstack) -> Iterator[None]:
     wait_healthy(devstack)
 
 
+class _Server(http.server.ThreadingHTTPServer):
+    # A poll round sends all its queries at once: the default backlog of 5 would drop
+    # some connections, to be retried a second later, outside the round.
+    request_queue_size = 128
+
+
 @dataclass
 class PrometheusProxy:
     """An HTTP proxy in front of the devstack's Prometheus, for one test's processes.
@@ -49,7 +55,7 @@ class PrometheusProxy:
     upstream: str
     url: str = ""
     queries: int = 0
-    _server: http.server.ThreadingHTTPServer | None = None
+    _server: _Server | None = None
     _port: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -81,7 +87,7 @@ class PrometheusProxy:
             def log_message(self, format: str, *args: object) -> None:
                 return
 
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", self._port), Handler)
+        self._server = _Server(("127.0.0.1", self._port), Handler)
         self._server.daemon_threads = True
         self._port = self._server.server_address[1]
         self.url = f"http://127.0.0.1:{self._port}"
