@@ -228,4 +228,9 @@ def own_stack(prefix: str, *components: str) -> Iterator[OwnStack]:
         yield stack
     finally:
         stack.script("down", timeout=180)
+        # And whatever a test started by hand, outside the known components.
+        stack.bash(
+            'for f in "$PID_DIR"/*.pid; do [ -e "$f" ] || continue; '
+            'stop_pid "$(basename "$f" .pid)"; done'
+        )
         shutil.rmtree(state, ignore_errors=True)

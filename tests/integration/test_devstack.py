@@ -78,6 +78,20 @@ def test_a_stale_pidfile_is_neither_trusted_nor_signalled(scratch: OwnStack) -> 
     assert mine.stdout.strip() == "yes", mine.stderr
 
 
+def test_a_process_that_keeps_failing_is_restarted_with_a_growing_backoff(
+    scratch: OwnStack,
+) -> None:
+    started = scratch.bash("start_supervised flapping false")
+    assert started.returncode == 0, started.stderr
+    log = scratch.state / "logs" / "flapping.log"
+    until(lambda: scratch.restarts("flapping") >= 3, timeout=30, what="three restarts")
+    text = log.read_text()
+    assert "restart 1 in 1 s" in text
+    assert "restart 2 in 2 s" in text
+    assert "restart 3 in 4 s" in text
+    assert "exited with status 1 after 0 s" in text
+
+
 @pytest.fixture(scope="module")
 def small_stack() -> Iterator[OwnStack]:
     """Redis, the node exporters and Prometheus of a stack of its own, supervised."""
