@@ -364,6 +364,11 @@ def test_prometheus_load_is_the_same_for_one_or_two_web_processes_and_one_or_500
     assert two_webs_500_viewers == per_round
     # And the crowd was really there, watching live: every viewer still connected and
     # getting rounds, both processes holding their share.
+    until(
+        lambda: all(v.closed_with is not None or len(metrics_ts(v)) >= 2 for v in crowd),
+        timeout=60,
+        what="two metrics rounds on every viewer of the crowd",
+    )
     assert all(v.closed_with is None and len(metrics_ts(v)) >= 2 for v in crowd)
     for web in (first_web, second_web):
         assert sample_sum(f"{web}/metrics", "infra_open_websockets") == 250
