@@ -18,7 +18,7 @@ from django.conf import settings
 
 from dashboard.fanout import Hub, Subscription, hub
 from infra_site.metrics import OPEN_WEBSOCKETS, WEBSOCKETS_CLOSED
-from infra_site.wscap import FrameBudget
+from infra_site.wscap import CLOSE_TOO_CHATTY, FrameBudget
 
 log = logging.getLogger(__name__)
 
@@ -28,9 +28,6 @@ log = logging.getLogger(__name__)
 CLOSE_BINARY = 4415  # unsupported media type: this protocol is text frames only
 CLOSE_TOO_BIG = 4413  # payload too large
 CLOSE_TOO_SLOW = 4408  # timeout: this viewer fell too far behind
-# Bad request: more frames than WS_CLIENT_FRAME_RATE/_BURST allow. (Not 4429, which the
-# connection caps use for "too many connections from your address".)
-CLOSE_TOO_CHATTY = 4400
 # Viewers have nothing to say, so any frame is tolerated only while it is small.
 MAX_CLIENT_TEXT = 4096
 

@@ -30,6 +30,10 @@ CLOSE_TOO_MANY_FROM_CLIENT = 4429
 # 1013 "Try Again Later" would fit, but daphne's websocket library only lets an
 # application send 1000 or 3000-4999, and answers anything else with 1011.)
 CLOSE_TRY_AGAIN_LATER = 4503
+# Bad request: more frames than WS_CLIENT_FRAME_RATE/_BURST allow (FrameBudget below),
+# enforced by the consumer and, under daphne, where frames arrive (infra_site/wsflood.py).
+# Not 4429, which says "too many connections from your address".
+CLOSE_TOO_CHATTY = 4400
 
 ASGIApp = Any  # channels' and Django's ASGI callables have no shared static type
 

@@ -22,13 +22,12 @@ from dashboard import fanout
 from dashboard.consumers import (
     CLOSE_BINARY,
     CLOSE_TOO_BIG,
-    CLOSE_TOO_CHATTY,
     CLOSE_TOO_SLOW,
     MAX_CLIENT_TEXT,
 )
 from dashboard.routing import websocket_urlpatterns
 from infra_site.publish import GROUP, publish
-from infra_site.wscap import FrameBudget
+from infra_site.wscap import CLOSE_TOO_CHATTY, FrameBudget
 from tests.conftest import auntil, close_code
 
 app = URLRouter(websocket_urlpatterns)
