@@ -12,10 +12,9 @@ cannot be reached refuses the press: never an unguarded delete.
 from __future__ import annotations
 
 import logging
-import random
 import secrets
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 
 import redis
@@ -23,7 +22,6 @@ from django.core.cache import cache
 from django.db import DatabaseError
 from django.utils import timezone
 from django.utils.crypto import salted_hmac
-from kubernetes import client
 
 from chaos import kube
 from chaos.models import ChaosEvent
@@ -31,7 +29,7 @@ from chaos.pods import parse_selector
 from chaos.recovery import Recovery
 from chaos.selectors import refresh_history
 from chaos.timeline import Phases
-from chaos.victims import SYSTEM_RANDOM, Refusal, choose_victim
+from chaos.victims import Refusal, choose_victim
 
 log = logging.getLogger(__name__)
 
@@ -105,8 +103,6 @@ def chaos_unleash(
     namespace: str,
     selector: str,
     min_ready: int,
-    api_factory: Callable[[], client.CoreV1Api] | None = None,
-    rng: random.Random = SYSTEM_RANDOM,
 ) -> ChaosEvent:
     """Deletes one random eligible pod, or refuses, or fails; returns the saved event.
 
@@ -119,7 +115,7 @@ def chaos_unleash(
     refusal: Refusal | None = None
     try:
         # Built before the lock: the first call loads the client (slow) on its own time.
-        api = (api_factory or kube.core_api)()
+        api = kube.core_api()
         with kill_lock() as deadline:
             started = time.monotonic()
             snapshot = kube.list_pods(api, namespace=namespace, selector=selector)
@@ -129,7 +125,6 @@ def chaos_unleash(
                 namespace=namespace,
                 labels=parse_selector(selector),
                 min_ready=min_ready,
-                rng=rng,
             )
             if isinstance(choice, Refusal):
                 refusal = choice

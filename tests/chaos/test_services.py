@@ -8,7 +8,6 @@ lives in the cache, here the in-process LocMem one (atomic `add`, like Redis' SE
 from __future__ import annotations
 
 import contextlib
-import random
 import threading
 import time
 from collections.abc import Iterator
@@ -18,7 +17,7 @@ import pytest
 from django.core.cache import cache
 from django.db import connection
 
-from chaos import services
+from chaos import kube, services
 from chaos.models import ChaosEvent
 from chaos.services import KILL_LOCK_KEY, KillLockBusy, chaos_unleash, kill_lock
 from tests.chaos.fakes import FakeApi, three_healthy
@@ -26,8 +25,9 @@ from tests.chaos.fakes import FakeApi, three_healthy
 CROWD = 12
 
 
-def crowd_presses(api: FakeApi) -> list[str]:
+def crowd_presses(api: FakeApi, monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """CROWD presses released at once; each result is an outcome, "busy" or an error."""
+    monkeypatch.setattr(kube, "core_api", lambda: api)
     start = threading.Barrier(CROWD)
     results: list[str] = []
 
@@ -39,8 +39,6 @@ def crowd_presses(api: FakeApi) -> list[str]:
                 namespace="chaos-demo",
                 selector="app=chaos-demo",
                 min_ready=2,
-                api_factory=lambda: api,  # type: ignore[arg-type, return-value]
-                rng=random.Random(i),
             )
             results.append(event.outcome)
         except KillLockBusy:
@@ -59,10 +57,10 @@ def crowd_presses(api: FakeApi) -> list[str]:
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_crowd_of_presses_kills_exactly_one_pod() -> None:
+def test_a_crowd_of_presses_kills_exactly_one_pod(monkeypatch: pytest.MonkeyPatch) -> None:
     # A slow list widens the window between list and delete, where presses used to race.
     api = FakeApi(pods=three_healthy(), list_delay_s=0.05)
-    results = crowd_presses(api)
+    results = crowd_presses(api, monkeypatch)
     assert sorted(set(results)) <= ["busy", "deleted", "refused"], results
     assert results.count("deleted") == 1
     assert len(api.deleted) == 1
@@ -81,7 +79,7 @@ def test_without_the_lock_the_same_crowd_stacks_kills(monkeypatch: pytest.Monkey
 
     monkeypatch.setattr(services, "kill_lock", no_lock)
     api = FakeApi(pods=three_healthy(), list_delay_s=0.05)
-    results = crowd_presses(api)
+    results = crowd_presses(api, monkeypatch)
     assert len(api.terminating()) > 1, results
 
 
@@ -126,12 +124,12 @@ def test_no_delete_without_enough_lock_left(monkeypatch: pytest.MonkeyPatch) -> 
         return response
 
     monkeypatch.setattr(api, "list_namespaced_pod", slow_list)
+    monkeypatch.setattr(kube, "core_api", lambda: api)
     event = chaos_unleash(
         client_hash="h",
         namespace="chaos-demo",
         selector="app=chaos-demo",
         min_ready=2,
-        api_factory=lambda: api,  # type: ignore[arg-type, return-value]
     )
     assert (event.outcome, event.reason) == ("failed", "timeout")
     assert api.deleted == []
