@@ -12,15 +12,18 @@ HISTORY_TTL_S, so kills age out of the 24 h window without a write, and a lost u
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from collections.abc import Iterable
+from datetime import datetime, timedelta
 from typing import Any
 
 import redis
 from django.conf import settings
 from django.core.cache import cache
+from django.db.models import Q
 from django.utils import timezone
 
 from chaos.models import ChaosEvent
+from chaos.recovery import Kill
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +46,29 @@ def chaos_event_frame(*, event: ChaosEvent) -> dict[str, Any]:
         "recovery_s": None if event.recovery_s is None else round(event.recovery_s, 2),
         "phases": event.phases,
     }
+
+
+def kills_to_follow(*, since: datetime, following: Iterable[int]) -> list[Kill]:
+    """The kills since `since` whose recovery the watcher must still follow, other than
+    those it already does: unhealed ones, and healed ones whose victim was still shutting
+    down (after a restart, say), so their timeline gets its last phase or says it was
+    missed."""
+    fresh = (
+        ChaosEvent.objects.filter(outcome=ChaosEvent.Outcome.DELETED, deleted_at__gte=since)
+        .filter(Q(ready_at__isnull=True) | Q(phases__terminated__state="pending"))
+        .exclude(pk__in=list(following))
+    )
+    return [
+        Kill(
+            event_id=event.pk,
+            pod_uid=event.pod_uid,
+            pod_name=event.pod_name,
+            replicaset_uid=event.replicaset_uid,
+            deleted_at=event.deleted_at or event.at,
+            healed=event.phases if event.ready_at is not None else None,
+        )
+        for event in fresh
+    ]
 
 
 def _durations(phases: Any) -> list[float | None] | None:

@@ -12,7 +12,13 @@ from django.test import Client
 from django.utils import timezone
 
 from chaos.models import ChaosEvent
-from chaos.selectors import HISTORY_KEY, RECENT_COUNT, chaos_summary, recovery_stats
+from chaos.selectors import (
+    HISTORY_KEY,
+    RECENT_COUNT,
+    chaos_summary,
+    kills_to_follow,
+    recovery_stats,
+)
 from chaos.services import chaos_unleash
 from tests.chaos.fakes import FakeApi
 
@@ -129,3 +135,30 @@ def test_without_the_cache_the_history_still_comes_from_the_database(
     ChaosEvent.objects.bulk_create([deleted(3.0)])
     monkeypatch.setattr(selectors, "cache", Down())
     assert chaos_summary()["recovery"]["count"] == 1
+
+
+def test_the_watcher_follows_recent_unhealed_kills_and_healed_ones_still_terminating() -> None:
+    now = timezone.now()
+    ago = now - timedelta(seconds=5)
+    events = ChaosEvent.objects.bulk_create(
+        [
+            deleted(pod_name="unhealed", deleted_at=ago),
+            deleted(
+                2.0,
+                pod_name="victim-closing",
+                deleted_at=ago,
+                ready_at=now,
+                phases={"terminated": {"state": "pending"}},
+            ),
+            deleted(2.0, pod_name="done", deleted_at=ago, ready_at=now, phases={}),
+            deleted(pod_name="too-old", deleted_at=now - timedelta(hours=1)),
+            deleted(pod_name="followed", deleted_at=ago),
+            ChaosEvent(outcome=ChaosEvent.Outcome.REFUSED, reason="busy", client_hash="h"),
+        ]
+    )
+    followed = next(e.pk for e in events if e.pod_name == "followed")
+    kills = kills_to_follow(since=now - timedelta(minutes=10), following={followed})
+    assert sorted((k.pod_name, k.healed is not None) for k in kills) == [
+        ("unhealed", False),
+        ("victim-closing", True),
+    ]

@@ -22,15 +22,13 @@ from typing import Any
 
 from django.conf import settings
 from django.db import close_old_connections, connections
-from django.db.models import Q
 from django.utils import timezone
 
 from chaos import kube
 from chaos.eventwatch import EventWatch
-from chaos.models import ChaosEvent
 from chaos.narration import EventFeed
-from chaos.recovery import MAX_TRACKED, Kill, PodState, Progress, Recovery, RecoveryTracker
-from chaos.selectors import chaos_event_frame, refresh_history
+from chaos.recovery import MAX_TRACKED, PodState, Progress, Recovery, RecoveryTracker
+from chaos.selectors import chaos_event_frame, kills_to_follow, refresh_history
 from chaos.services import chaos_event_record_phases, chaos_event_record_recovery
 from infra_site.metrics import RECOVERY_SECONDS
 from infra_site.nodes import node_label
@@ -201,25 +199,8 @@ class Command(WorkerCommand):
     def _settle_recoveries(self) -> None:
         """Learns of new kills, and records and announces how each one heals."""
         now = timezone.now()
-        # Healed kills whose victim was still shutting down are followed too (after a
-        # restart, say), so their timeline gets its last phase or says it was missed.
-        fresh = (
-            ChaosEvent.objects.filter(
-                outcome=ChaosEvent.Outcome.DELETED, deleted_at__gte=now - MAX_TRACKED
-            )
-            .filter(Q(ready_at__isnull=True) | Q(phases__terminated__state="pending"))
-            .exclude(pk__in=list(self.tracker.following()))
-        )
         self.tracker.track(
-            Kill(
-                event_id=event.pk,
-                pod_uid=event.pod_uid,
-                pod_name=event.pod_name,
-                replicaset_uid=event.replicaset_uid,
-                deleted_at=event.deleted_at or event.at,
-                healed=event.phases if event.ready_at is not None else None,
-            )
-            for event in fresh
+            kills_to_follow(since=now - MAX_TRACKED, following=self.tracker.following())
         )
         for progress in self.tracker.expire(now=now, state=self.state):
             log.info(
