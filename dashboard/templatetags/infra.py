@@ -13,6 +13,8 @@ from typing import Any
 
 from django import template
 
+from infra_site.env import parse_rate
+
 register = template.Library()
 
 WARNING_PERCENT = 70.0
@@ -229,20 +231,25 @@ def pod_node(pod: Any) -> str:
     return "unscheduled" if pod.get("status") == "Pending" else ""
 
 
-_RATE_UNITS = {"s": "second", "m": "minute", "h": "hour", "d": "day"}
+# The largest unit that divides the window names it: 600 s is "10 minutes".
+_RATE_UNITS = (("day", 86400), ("hour", 3600), ("minute", 60), ("second", 1))
 
 
 @register.filter
 def rate_text(rate: Any) -> str:
-    """django-ratelimit's "3/m" or "5/10m" in words: "3 per minute", "5 per 10 minutes"."""
-    count, _, period = str(rate).partition("/")
-    digits = period.rstrip("smhd")
-    unit = _RATE_UNITS.get(period[len(digits) :])
-    if not count.isdigit() or unit is None or (digits and not digits.isdigit()):
+    """A rate setting ("3/m", "5/10m"; infra_site.env.parse_rate) in words: "3 per
+    minute", "5 per 10 minutes". Anything that is not a rate is shown as it is."""
+    try:
+        parsed = parse_rate(str(rate))
+    except ValueError:
         return str(rate)
-    if digits and int(digits) != 1:
-        return f"{count} per {digits} {unit}s"
-    return f"{count} per {unit}"
+    window_s = parsed.window_ms // 1000
+    for unit, unit_s in _RATE_UNITS:
+        if window_s and window_s % unit_s == 0:
+            units = window_s // unit_s
+            per = unit if units == 1 else f"{units} {unit}s"
+            return f"{parsed.count} per {per}"
+    return str(rate)
 
 
 @register.filter

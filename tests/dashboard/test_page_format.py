@@ -171,7 +171,11 @@ def test_pod_node(pod: object, expected: str) -> None:
         ("100/h", "100 per hour"),
         ("5/10m", "5 per 10 minutes"),
         ("1/1d", "1 per day"),
+        ("4/120s", "4 per 2 minutes"),
+        ("2/90s", "2 per 90 seconds"),
         ("weird", "weird"),
+        ("0/m", "0/m"),
+        ("3/0m", "3/0m"),
         ("3/x", "3/x"),
     ],
 )
