@@ -179,7 +179,8 @@ def test_duplicate_node_series_give_one_node() -> None:
 
 
 # Whatever Prometheus sends (already parsed: finite numbers or None, maybe nothing at all),
-# the snapshot is valid JSON without NaN and always has the full DESIGN.md shape.
+# the snapshot is valid JSON without NaN and always has the full shape of the `metrics`
+# frame in docs/contract.md.
 values = st.one_of(st.none(), st.floats(allow_nan=False, allow_infinity=False, width=32))
 samples = st.lists(st.builds(Sample, st.just({}), values), max_size=2)
 node_samples = st.lists(
