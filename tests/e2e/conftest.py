@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,18 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
+
+
+def until(page: Any, predicate: str, arg: Any = None, timeout_s: float = 15) -> None:
+    """Polls a JS function in the page until it returns true.
+
+    Not `page.wait_for_function`: that evaluates a string with eval(), which the page's
+    strict CSP (no 'unsafe-eval') rightly refuses; `evaluate` goes through DevTools."""
+    deadline = time.monotonic() + timeout_s
+    while not page.evaluate(predicate, arg):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not true within {timeout_s} s: {predicate}")
+        time.sleep(0.05)
 
 
 # Module scope, not session: while Playwright's sync API is open it keeps an event loop

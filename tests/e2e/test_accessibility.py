@@ -16,8 +16,8 @@ import pytest
 
 from tests.chaos.stack import wait_healthy
 from tests.conftest import Devstack
-from tests.e2e.conftest import Audit
-from tests.e2e.test_dashboard import DESKTOP, HEALTHY_THREE, PHONE, until, visitor, wait_for_live
+from tests.e2e.conftest import Audit, until
+from tests.e2e.test_dashboard import DESKTOP, HEALTHY_THREE, PHONE, visitor, wait_for_live
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 
@@ -63,7 +63,7 @@ def test_the_page_is_accessible_at_rest_during_a_kill_and_on_a_phone(
         for page in (clicker, onlooker, phone, calm):
             page.goto(f"{chaos_site}/infra")
             wait_for_live(page)
-            until(page, HEALTHY_THREE, timeout_ms=60_000)
+            until(page, HEALTHY_THREE, timeout_s=60)
         for page in (clicker, onlooker):
             page.evaluate(RECORD_ANNOUNCEMENTS)
 

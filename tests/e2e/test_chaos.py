@@ -17,11 +17,11 @@ import redis
 
 from tests.chaos.stack import events, wait_healthy
 from tests.conftest import Devstack, RedisDb, StartProcess, free_port, manage
+from tests.e2e.conftest import until
 from tests.e2e.test_dashboard import (
     HEALTHY_THREE,
     healed_feed_text,
     start_web,
-    until,
     visitor,
     wait_for_live,
 )
@@ -57,7 +57,7 @@ def test_every_viewer_sees_the_kill_and_the_recovery_the_backend_measured(
         for page in (clicker, onlooker):
             page.goto(f"{url}/infra")
             wait_for_live(page)
-            until(page, HEALTHY_THREE, timeout_ms=60_000)
+            until(page, HEALTHY_THREE, timeout_s=60)
         before = clicker.eval_on_selector_all(
             "#pods [data-pod]", "els => els.map(e => e.dataset.pod)"
         )

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from tests.chaos.stack import scale
 from tests.conftest import (
     Devstack,
     RedisDb,
@@ -22,6 +23,7 @@ from tests.conftest import (
     manage,
     wait_http,
 )
+from tests.e2e.conftest import until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 
@@ -30,7 +32,7 @@ POLL_INTERVAL_S = "2"
 DESKTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}
 # Scrapes every 5 s, a poll every 2 s and a rate window: a minute is generous.
-CLUSTER_CHANGE_TIMEOUT_MS = 60_000
+CLUSTER_CHANGE_TIMEOUT_S = 60
 HEALTHY_THREE = """() => {
     const pods = [...document.querySelectorAll('#pods [data-pod]')];
     return pods.length === 3
@@ -103,27 +105,14 @@ def open_page(browser: Any) -> Iterator[Callable[..., Any]]:
 
 
 # Time for a fresh Prometheus to hold two history steps plus one poller refresh.
-HISTORY_TIMEOUT_MS = 150_000
-
-
-def until(page: Any, predicate: str, arg: Any = None, timeout_ms: int = 15_000) -> None:
-    """Polls a JS function in the page until it returns true.
-
-    Not `page.wait_for_function`: that evaluates a string with eval(), which the page's
-    strict CSP (no 'unsafe-eval') rightly refuses; `evaluate` goes through DevTools.
-    """
-    deadline = time.monotonic() + timeout_ms / 1000
-    while not page.evaluate(predicate, arg):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not true within {timeout_ms} ms: {predicate}")
-        time.sleep(0.1)
+HISTORY_TIMEOUT_S = 150
 
 
 def healed_feed_text(page: Any, victim: str, before: list[str]) -> str:
     """Waits for the kill to heal as a viewer sees it: a replacement Running, three healthy
     pods again, and the feed's row for the victim marked healed. Returns that row's text."""
-    until(page, REPLACEMENT_RUNNING, before, timeout_ms=30_000)
-    until(page, HEALTHY_THREE, timeout_ms=30_000)
+    until(page, REPLACEMENT_RUNNING, before, timeout_s=30)
+    until(page, HEALTHY_THREE, timeout_s=30)
     healed = page.locator('#chaos-feed li[data-healed="true"]').first
     healed.wait_for(timeout=30_000)
     text = healed.text_content() or ""
@@ -143,13 +132,6 @@ def number(page: Any, selector: str) -> float:
 
 def wait_for_live(page: Any, timeout_ms: int = 45_000) -> None:
     page.wait_for_selector('#connection[data-state="live"]', timeout=timeout_ms)
-
-
-def scale(devstack: Devstack, replicas: int) -> None:
-    # The test namespace that the app processes of tests watch, never `make run`'s.
-    devstack.kubectl(
-        "-n", devstack.namespace, "scale", "deployment/chaos-demo", f"--replicas={replicas}"
-    )
 
 
 def test_page_shows_real_numbers_and_follows_the_cluster_live(
@@ -177,13 +159,13 @@ def test_page_shows_real_numbers_and_follows_the_cluster_live(
         assert page.get_attribute(f"#metric-{card}", "data-level") in {"ok", "warning", "critical"}
     assert page.locator("#nodes li").count() >= 1
     # A kill from an earlier test may still be healing.
-    until(page, HEALTHY_THREE, timeout_ms=CLUSTER_CHANGE_TIMEOUT_MS)
+    until(page, HEALTHY_THREE, timeout_s=CLUSTER_CHANGE_TIMEOUT_S)
     # On a Prometheus that has just started (a fresh CI machine) the 30-minute history
     # needs two 30 s steps of data, and the poller refreshes it once a minute.
     until(
         page,
         "() => !!document.querySelector('#spark-cpu .spark-line').getAttribute('points')",
-        timeout_ms=HISTORY_TIMEOUT_MS,
+        timeout_s=HISTORY_TIMEOUT_S,
     )
     assert page.locator("#spark-cpu .spark-line").get_attribute("points")
     assert page.text_content("#connection") == "live"
@@ -201,16 +183,16 @@ def test_page_shows_real_numbers_and_follows_the_cluster_live(
     try:
         scale(devstack, 5)
         # The watch shows the new pods at once, Prometheus's count follows a scrape later.
-        until(page, count_is("#pods [data-pod]", 5), timeout_ms=CLUSTER_CHANGE_TIMEOUT_MS)
+        until(page, count_is("#pods [data-pod]", 5), timeout_s=CLUSTER_CHANGE_TIMEOUT_S)
         until(
             page,
             "(n) => Number(document.querySelector('#metric-pods .value').textContent) === n",
             pods_before + 2,
-            timeout_ms=CLUSTER_CHANGE_TIMEOUT_MS,
+            timeout_s=CLUSTER_CHANGE_TIMEOUT_S,
         )
     finally:
         scale(devstack, 3)
-    until(page, count_is("#pods [data-pod]", 3), timeout_ms=CLUSTER_CHANGE_TIMEOUT_MS)
+    until(page, count_is("#pods [data-pod]", 3), timeout_s=CLUSTER_CHANGE_TIMEOUT_S)
     assert page.evaluate("window.__sameDocument") is True
 
 
@@ -264,7 +246,7 @@ def test_a_kill_is_seen_by_every_viewer_and_the_feed_shows_the_recovery(
     onlooker = open_page(url, PHONE, visitor())
     for page in (clicker, onlooker):
         wait_for_live(page)
-        until(page, HEALTHY_THREE, timeout_ms=CLUSTER_CHANGE_TIMEOUT_MS)
+        until(page, HEALTHY_THREE, timeout_s=CLUSTER_CHANGE_TIMEOUT_S)
     before = clicker.eval_on_selector_all("#pods [data-pod]", "els => els.map(e => e.dataset.pod)")
 
     clicker.click("#chaos-button")

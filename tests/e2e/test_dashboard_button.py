@@ -7,24 +7,16 @@ button always says what happened and is never left stuck, whatever the server an
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
+from tests.e2e.conftest import until
+
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 CHAOS_URL = "**/api/infra/chaos"
-
-
-def until(page: Any, predicate: str, timeout_s: float = 10) -> None:
-    # page.evaluate, not wait_for_function: the latter uses eval(), which the CSP refuses.
-    deadline = time.monotonic() + timeout_s
-    while not page.evaluate(predicate):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not true within {timeout_s} s: {predicate}")
-        time.sleep(0.05)
 
 
 @pytest.fixture

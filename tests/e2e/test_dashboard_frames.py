@@ -20,20 +20,12 @@ from django.core.cache import cache
 from chaos.models import ChaosEvent
 from chaos.selectors import refresh_history
 from tests.dashboard.test_timeline_page import PARTIAL_DRAWN, PARTIAL_WORDS
+from tests.e2e.conftest import until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 WS_URL = "**/ws/infra/"
 GIB = 1024**3
-
-
-def until(page: Any, predicate: str, arg: Any = None, timeout_s: float = 10) -> None:
-    # page.evaluate, not wait_for_function: the latter uses eval(), which the CSP refuses.
-    deadline = time.monotonic() + timeout_s
-    while not page.evaluate(predicate, arg):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not true within {timeout_s} s: {predicate}")
-        time.sleep(0.05)
 
 
 def text_is(selector: str) -> str:

@@ -15,7 +15,8 @@ import pytest
 
 from tests.chaos.stack import events, wait_healthy
 from tests.conftest import Devstack
-from tests.e2e.test_dashboard import DESKTOP, HEALTHY_THREE, PHONE, until, visitor, wait_for_live
+from tests.e2e.conftest import until
+from tests.e2e.test_dashboard import DESKTOP, HEALTHY_THREE, PHONE, visitor, wait_for_live
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 
@@ -54,7 +55,7 @@ def test_a_kill_s_bar_appears_grows_and_completes_for_another_viewer(
         for page in (clicker, onlooker, phone):
             page.goto(f"{chaos_site}/infra")
             wait_for_live(page)
-            until(page, HEALTHY_THREE, timeout_ms=60_000)
+            until(page, HEALTHY_THREE, timeout_s=60)
         # Every state the onlooker's bar goes through, as its phases' states.
         onlooker.evaluate(
             """() => {
