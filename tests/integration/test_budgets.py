@@ -1,0 +1,320 @@
+"""Budgets on a real daphne and the real Redis: a socket's frame budget, the chaos
+button's sliding and shared budgets, and clients behind a too-short forwarding chain.
+
+Chaos presses run with CHAOS_MIN_READY=3, so the guard refuses every one (409) after the
+budgets counted it: budgets get spent and checked without killing pods.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import socket
+import struct
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from django.test import override_settings
+from django_ratelimit.core import _get_window
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import ClientConnection, connect
+
+from chaos.ratelimit import SCOPE_GLOBAL, SCOPE_RESERVED, SCOPE_VISITOR
+from infra_site.publish import publish
+from infra_site.wscap import CLOSE_TOO_CHATTY, CLOSE_TOO_MANY_FROM_CLIENT
+from tests.chaos.stack import chaos_session, flush_test_redis, press
+from tests.conftest import Devstack
+from tests.integration.scrape import sample_sum
+
+pytestmark = pytest.mark.integration
+
+WebServer = Callable[..., str]
+GUARD_ALWAYS_REFUSES = {"CHAOS_MIN_READY": "3"}
+
+
+@pytest.fixture(autouse=True)
+def fresh_budgets(devstack: Devstack) -> None:
+    flush_test_redis(devstack)
+
+
+@pytest.fixture
+def layer_settings(devstack: Devstack) -> Iterator[None]:
+    """This process publishes as the poller would: to the real Redis of the web process."""
+    with override_settings(
+        CACHES={
+            "default": {
+                "BACKEND": "django.core.cache.backends.redis.RedisCache",
+                "LOCATION": devstack.redis_url,
+                "KEY_PREFIX": "infra",
+            }
+        },
+        CHANNEL_LAYERS={
+            "default": {
+                "BACKEND": "channels_redis.core.RedisChannelLayer",
+                "CONFIG": {"hosts": [devstack.redis_url], "prefix": "infra:ch"},
+            }
+        },
+    ):
+        yield
+
+
+# --- a frame budget per socket ----------------------------------------------------------
+
+
+class RawFlooder:
+    """A hostile client on a bare socket: sends small masked text frames as fast as it
+    can and never answers the server's close, so only the server can end it."""
+
+    def __init__(self, base_url: str) -> None:
+        host, port = base_url.removeprefix("http://").split(":")
+        self.sock = socket.create_connection((host, int(port)), timeout=5)
+        key = base64.b64encode(os.urandom(16)).decode()
+        self.sock.sendall(
+            (
+                f"GET /ws/infra/ HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                f"Sec-WebSocket-Version: 13\r\nOrigin: {base_url}\r\n\r\n"
+            ).encode()
+        )
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            answer += self.sock.recv(4096)
+        assert answer.startswith(b"HTTP/1.1 101"), answer[:100]
+        self.received = answer.split(b"\r\n\r\n", 1)[1]
+        self.frame = b"\x81\x82" + b"\x00\x00\x00\x00" + b"hi"  # masked "hi", zero mask
+        self.close_code: int | None = None
+        self.sent = 0
+
+    def flood(self, seconds: float) -> float | None:
+        """Floods for up to `seconds`; returns when the server dropped the connection
+        (seconds from the start), or None if it never did."""
+        self.sock.setblocking(False)
+        batch = self.frame * 100
+        start = time.monotonic()
+        while time.monotonic() - start < seconds:
+            try:
+                self.sent += self.sock.send(batch) // len(self.frame)
+            except BlockingIOError:
+                time.sleep(0.001)
+            except OSError:
+                return time.monotonic() - start
+            try:
+                data = self.sock.recv(65536)
+            except BlockingIOError:
+                continue
+            except OSError:
+                return time.monotonic() - start
+            if not data:
+                return time.monotonic() - start
+            self.received += data
+            self._find_close()
+        return None
+
+    def _find_close(self) -> None:
+        data = self.received
+        while self.close_code is None and len(data) >= 2:
+            opcode, length = data[0] & 0x0F, data[1] & 0x7F
+            offset = 2
+            if length == 126:
+                if len(data) < 4:
+                    return
+                length, offset = struct.unpack("!H", data[2:4])[0], 4
+            elif length == 127:
+                if len(data) < 10:
+                    return
+                length, offset = struct.unpack("!Q", data[2:10])[0], 10
+            if len(data) < offset + length:
+                return
+            if opcode == 0x8 and length >= 2:
+                self.close_code = struct.unpack("!H", data[offset : offset + 2])[0]
+            data = data[offset + length :]
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def open_viewer(base_url: str) -> ClientConnection:
+    return connect(
+        base_url.replace("http://", "ws://") + "/ws/infra/", origin=base_url, open_timeout=10
+    )
+
+
+@pytest.mark.usefixtures("layer_settings")
+def test_a_flooding_socket_is_closed_while_another_viewer_keeps_up(
+    web_server: WebServer,
+) -> None:
+    url = web_server()
+    calm = open_viewer(url)
+    flooder = RawFlooder(url)
+    try:
+        result: dict[str, float | None] = {}
+        thread = threading.Thread(target=lambda: result.update(dropped=flooder.flood(10)))
+        thread.start()
+        delays: list[float] = []
+        # Frames every 50 ms while the flood runs, and a little after.
+        for n in range(40):
+            sent = time.time()
+            publish("metrics", {"ts": n, "sent": sent})
+            while True:
+                frame = json.loads(calm.recv(timeout=5))
+                if frame["type"] == "metrics" and frame["data"].get("ts") == n:
+                    delays.append(time.time() - frame["data"]["sent"])
+                    break
+            time.sleep(0.05)
+        thread.join(timeout=15)
+    finally:
+        flooder.close()
+        calm.close()
+    dropped = result.get("dropped")
+    print(
+        f"\nflood: {flooder.sent} frames sent; close code {flooder.close_code}; connection "
+        f"dropped after {dropped} s; calm viewer's delay max {max(delays) * 1000:.1f} ms, "
+        f"median {sorted(delays)[len(delays) // 2] * 1000:.1f} ms"
+    )
+    assert flooder.close_code == CLOSE_TOO_CHATTY
+    assert dropped is not None, "the server never dropped a client that ignored its close"
+    assert dropped < 2.0
+    assert max(delays) < 0.100
+    assert sample_sum(f"{url}/metrics", "infra_websockets_closed_total", reason="flood") == 1
+
+
+def test_a_polite_flood_gets_the_close_code(web_server: WebServer) -> None:
+    url = web_server(WS_CLIENT_FRAME_BURST="5")
+    viewer = open_viewer(url)
+    start = time.monotonic()
+
+    def chatter() -> None:
+        for _ in range(100_000):
+            viewer.send("hello")
+        viewer.recv(timeout=5)
+
+    with pytest.raises(ConnectionClosed) as closed:
+        chatter()
+    assert time.monotonic() - start < 2.0
+    assert closed.value.rcvd is not None
+    assert closed.value.rcvd.code == CLOSE_TOO_CHATTY
+
+
+# --- the chaos budgets ------------------------------------------------------------------
+
+
+def test_a_burst_across_a_window_edge_cannot_pass_the_visitor_budget(
+    web_server: WebServer,
+) -> None:
+    url = web_server(CHAOS_RATE_PER_IP="3/10s", CHAOS_RATE_GLOBAL="1000/m", **GUARD_ALWAYS_REFUSES)
+    session = chaos_session(url)
+    # Where a fixed window (django-ratelimit's, which counted this key before) would
+    # reset: at the end of second `_get_window(key, 10)`. 3 presses just before, 3 after.
+    edge = _get_window("127.0.0.1", 10) + 1
+    while edge - time.time() < 1.5:
+        edge += 10
+    time.sleep(edge - 0.8 - time.time())
+    before = [press(session, url) for _ in range(3)]
+    time.sleep(max(0.0, edge + 0.2 - time.time()))
+    after = [press(session, url) for _ in range(3)]
+    assert [r.status_code for r in before] == [409, 409, 409]
+    assert [r.status_code for r in after] == [429, 429, 429]
+    body = after[0].json()
+    assert body["scope"] == SCOPE_VISITOR
+    # Retry-After is honest: the first press leaves the window 10 s after it was made.
+    retry_after = int(after[-1].headers["Retry-After"])
+    assert retry_after == body["retry_after"] or retry_after <= body["retry_after"]
+    assert 9 <= retry_after + (time.time() - (edge - 0.8)) <= 11.5
+    time.sleep(max(0.0, retry_after - 1.5))
+    assert press(session, url).status_code == 429, "still limited before Retry-After"
+    time.sleep(2.0)
+    assert press(session, url).status_code == 409, "free after Retry-After"
+
+
+def test_concurrent_presses_cannot_overshoot(web_server: WebServer) -> None:
+    url = web_server(CHAOS_RATE_PER_IP="3/m", CHAOS_RATE_GLOBAL="1000/m", **GUARD_ALWAYS_REFUSES)
+    session = chaos_session(url)
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        codes = list(pool.map(lambda _: press(session, url).status_code, range(32)))
+    assert sorted(codes) == [409] * 3 + [429] * 29
+
+
+def test_ten_addresses_cannot_lock_out_an_eleventh(web_server: WebServer) -> None:
+    # The shipped budgets: 3 per visitor, 30 for everyone, the last 30 % for newcomers.
+    url = web_server(TRUSTED_PROXY_COUNT="1", **GUARD_ALWAYS_REFUSES)
+    session = chaos_session(url)
+
+    def from_(address: str) -> tuple[int, str | None]:
+        response = press(session, url, **{"X-Forwarded-For": address})
+        return response.status_code, response.json().get("scope")
+
+    attackers = [f"198.51.100.{n}" for n in range(10)]
+    results = [from_(address) for _ in range(5) for address in attackers]
+    passed = sum(1 for code, _ in results if code == 409)
+    assert passed == 21, results
+    assert {scope for code, scope in results if code == 429} <= {SCOPE_VISITOR, SCOPE_RESERVED}
+    assert from_("203.0.113.11") == (409, None), "the eleventh visitor still gets in"
+    # Newcomers take the reserve; then the budget is spent for everyone, and says so.
+    newcomers = [from_(f"192.0.2.{n}") for n in range(8)]
+    assert newcomers == [(409, None)] * 8
+    assert from_("192.0.2.200") == (429, SCOPE_GLOBAL)
+
+
+def test_ipv6_visitors_are_one_per_56(web_server: WebServer) -> None:
+    url = web_server(TRUSTED_PROXY_COUNT="1", **GUARD_ALWAYS_REFUSES)
+    session = chaos_session(url)
+    # Four /64s of one home's /56.
+    codes = [
+        press(session, url, **{"X-Forwarded-For": f"2001:db8:7:{n:x}::1"}).status_code
+        for n in range(4)
+    ]
+    assert codes == [409, 409, 409, 429]
+    assert press(session, url, **{"X-Forwarded-For": "2001:db8:7:100::1"}).status_code == 409
+
+
+# --- no trusted fallback ----------------------------------------------------------------
+
+
+def web_logs(tmp_path: Path) -> str:
+    return "".join(p.read_text(errors="replace") for p in tmp_path.glob("web-*.log"))
+
+
+def test_a_short_forwarding_chain_is_an_unknown_client(
+    web_server: WebServer, tmp_path: Path
+) -> None:
+    # Two proxies are declared, but only one entry arrives: the outer one did not append.
+    url = web_server(TRUSTED_PROXY_COUNT="2", WS_MAX_PER_IP="2", **GUARD_ALWAYS_REFUSES)
+    session = chaos_session(url)
+    short = {"X-Forwarded-For": "203.0.113.7"}
+    refused = press(session, url, **short)
+    assert refused.status_code == 400
+    assert refused.json() == {"ok": False, "error": "client_unknown"}
+    # /metrics: 404 as for any outsider, though the socket peer is loopback.
+    assert session.get(f"{url}/metrics", headers=short, timeout=5).status_code == 404
+    assert session.get(f"{url}/metrics", timeout=5).status_code == 404
+    # A full chain from an allowed network is served (the rule is about the chain).
+    full = {"X-Forwarded-For": "10.1.2.3, 10.0.0.9"}
+    assert session.get(f"{url}/metrics", headers=full, timeout=5).status_code == 200
+    assert press(session, url, **{"X-Forwarded-For": "198.51.100.1, 10.0.0.9"}).status_code == 409
+    # Websockets of unknown clients share one cap, whatever their single entry says.
+    ws_url = url.replace("http://", "ws://") + "/ws/infra/"
+    sockets = [
+        connect(
+            ws_url,
+            origin=url,
+            additional_headers={"X-Forwarded-For": f"203.0.113.{n}"},
+            open_timeout=10,
+        )
+        for n in range(3)
+    ]
+    try:
+        with pytest.raises(ConnectionClosed) as closed:
+            sockets[2].recv(timeout=5)
+        assert closed.value.rcvd is not None
+        assert closed.value.rcvd.code == CLOSE_TOO_MANY_FROM_CLIENT
+    finally:
+        for ws in sockets:
+            ws.close()
+    # Said once in the log, however many unknown clients came.
+    warnings = web_logs(tmp_path).count("TRUSTED_PROXY_COUNT is 2")
+    assert warnings == 1
