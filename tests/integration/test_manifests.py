@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 import yaml
+from django.conf import settings
 
 from tests.conftest import ROOT, Devstack
 
@@ -131,7 +132,16 @@ def as_app(devstack: Devstack, kubeconfig: Path, *args: str) -> subprocess.Compl
     )
 
 
-def test_manifests_render_with_everything_issue_5_asks_for(devstack: Devstack) -> None:
+def nginx_size(value: str) -> int:
+    """An nginx size ("64k", "1m", "512") in bytes."""
+    units = {"k": 1024, "m": 1024**2, "g": 1024**3}
+    text = value.strip().lower()
+    if text[-1:] in units:
+        return int(text[:-1]) * units[text[-1]]
+    return int(text)
+
+
+def test_manifests_render_with_everything_a_deploy_needs(devstack: Devstack) -> None:
     docs = kustomize(devstack)
     kinds = {(d["kind"], d["metadata"]["name"]) for d in docs}
     assert {
@@ -179,6 +189,11 @@ def test_manifests_render_with_everything_issue_5_asks_for(devstack: Devstack) -
     web = templates["web"]["spec"]["containers"][0]
     assert web["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert web["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    # The ingress refuses request bodies larger than the app accepts (explicitly: without
+    # the annotation ingress-nginx lets 1 MiB through).
+    ingress = next(d for d in docs if d["kind"] == "Ingress")
+    body_size = ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/proxy-body-size"]
+    assert nginx_size(body_size) == settings.REQUEST_BODY_MAX_BYTES
     rolebinding = next(d for d in docs if d["metadata"]["name"] == "infra-chaos-app")
     assert rolebinding["metadata"]["namespace"] == CHAOS_NAMESPACE
     assert rolebinding["subjects"] == [
