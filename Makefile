@@ -8,7 +8,7 @@ STATE := .devstack
 # Tests touching the database run a second time on PostgreSQL.
 DB_TESTS := tests/chaos tests/dashboard
 
-.PHONY: run test stop lint format bench setup clean image
+.PHONY: run test stop lint format bench soak setup clean image
 
 setup: $(VENV)/.installed
 
@@ -28,6 +28,7 @@ run: setup
 ## test: the whole suite against the real stack (started if needed), on SQLite then PostgreSQL
 test: setup
 	devstack/up
+	devstack/install-axe
 	$(BIN)/python -m pytest
 	set -a; . $(STATE)/env; set +a; \
 	  DATABASE_URL=$$DEVSTACK_POSTGRES_URL $(BIN)/python -m pytest -p no:cacheprovider $(DB_TESTS)
@@ -55,6 +56,11 @@ bench: setup
 	devstack/up
 	$(BIN)/python bench/ws_fanout.py
 	$(BIN)/python bench/chaos_latency.py
+
+## soak: ten minutes of viewers, presses, outages and a reconnect storm on two web processes
+soak: setup
+	devstack/up
+	$(BIN)/python bench/soak.py
 
 clean: stop
 	rm -rf $(VENV) $(STATE)

@@ -1,18 +1,18 @@
 """Ten minutes of strangers: does the demo stay up, truthful and one kill at a time?
 
 On the local stack (`devstack/up`) it starts what production runs, two web processes
-(daphne exactly as the Procfile starts it), a poller and a pod watcher, on a Redis
-database and SQLite file of its own, and for `--duration` seconds:
+(daphne exactly as the Procfile starts it), a poller and a pod watcher, on a redis-server,
+a SQLite file and a way to Prometheus (a proxy) of its own, and for `--duration` seconds:
 
   - keeps `--viewers` websocket viewers open, half on each web process, each from a
     loopback address of its own; a closed viewer reconnects after 0.25-2.75 s, as the page;
   - presses the chaos button `--press-rate` times a second from `--addresses` loopback
     addresses, alternating between the web processes, and loads the page and the snapshot
     API beside it;
-  - stops Prometheus for `--prometheus-outage` seconds, restarts Redis once, and sends one
+  - cuts Prometheus off for `--prometheus-outage` seconds, restarts Redis once, and sends one
     reconnect storm of `--storm` new viewers within about a second (and one more at the
     end of the warm-up, so the RSS it leaves behind is not counted as growth);
-  - watches that namespace as the cluster admin, as `kubectl get pods -w` would.
+  - watches the namespace it presses in as the cluster admin, as `kubectl get pods -w` would.
 
 It prints: 5xx answers by status (503 is allowed only while a dependency is down), kills
 answered 200 against deletions the watch saw, the most pods terminating at once,
@@ -57,13 +57,13 @@ sys.path.insert(0, str(ROOT))
 from tests.chaos.stack import chaos_session, events  # noqa: E402
 from tests.conftest import (  # noqa: E402
     Devstack,
-    RedisDb,
     daphne_command,
     free_port,
     manage,
     read_env_file,
 )
 from tests.integration import rawws  # noqa: E402
+from tests.integration.conftest import PrometheusProxy  # noqa: E402
 from tests.integration.podwatch import PodWatch  # noqa: E402
 
 # A dependency's outage, and this long after it, may answer 503: clients notice a Redis
@@ -81,12 +81,52 @@ def log(message: str) -> None:
 # --- the app under test ----------------------------------------------------------------
 
 
+class OwnRedis:
+    """A redis-server of the soak's own, so restarting it leaves `make run`'s alone."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.port = free_port()
+        self.workdir = workdir
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc = self._start()
+
+    def _start(self) -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(
+            [
+                *("redis-server", "--port", str(self.port), "--bind", "127.0.0.1"),
+                *("--save", "", "--appendonly", "no", "--dir", str(self.workdir)),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                redis.Redis(port=self.port, socket_timeout=1).ping()
+                return proc
+            except redis.RedisError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    def restart(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+        self.proc = self._start()
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+
+
 @dataclass
 class App:
     urls: list[str]
     web_pids: list[int]
     procs: list[subprocess.Popen[bytes]]
     devstack: Devstack
+    redis: OwnRedis
+    prometheus: PrometheusProxy
 
     def stop(self) -> None:
         for proc in self.procs:
@@ -96,16 +136,22 @@ class App:
                 proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 proc.kill()
+        self.prometheus.cut()
+        self.redis.stop()
 
 
 def start_app(workdir: Path, viewers: int, storm: int) -> App:
     devstack = Devstack(read_env_file(ROOT / ".devstack" / "env"))
     devstack.database_url = f"sqlite:///{workdir / 'soak.sqlite3'}"
-    redis_url = devstack.redis_db(RedisDb.BENCH_SOAK)
-    redis.Redis.from_url(redis_url).flushdb()
+    # Its own Redis and its own way to Prometheus, so that the outages below are the
+    # soak's app's alone and a `make run` beside it never notices.
+    own_redis = OwnRedis(workdir)
+    prometheus = PrometheusProxy(upstream=devstack.prometheus_url)
+    prometheus.start()
     # The tests' namespace and ServiceAccount, never `make run`'s chaos-demo.
     env = devstack.app_env(
-        REDIS_URL=redis_url,
+        REDIS_URL=own_redis.url,
+        PROMETHEUS_URL=prometheus.url,
         DJANGO_DEBUG="false",
         # The caps stay the production defaults; only the per-process cap must fit the
         # storm on top of the viewers, as it does by default (10,000).
@@ -140,7 +186,7 @@ def start_app(workdir: Path, viewers: int, storm: int) -> App:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{url} never became ready (logs in {workdir})")
             time.sleep(0.2)
-    return App(urls, [p.pid for p in webs], [*webs, *workers], devstack)
+    return App(urls, [p.pid for p in webs], [*webs, *workers], devstack, own_redis, prometheus)
 
 
 def rss_bytes(pid: int) -> int:
@@ -368,10 +414,6 @@ def crowd(seen: Seen, urls: list[str], addresses: int, rate: float, stop: thread
 # --- the run ---------------------------------------------------------------------------
 
 
-def devstack_cmd(*args: str) -> None:
-    subprocess.run([str(ROOT / "devstack" / args[0]), *args[1:]], check=True, capture_output=True)
-
-
 async def scenario(args: argparse.Namespace, app: App, seen: Seen) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -412,17 +454,16 @@ async def scenario(args: argparse.Namespace, app: App, seen: Seen) -> None:
     await sleep_until(at(0.25))
     log(f"Prometheus stopped for {args.prometheus_outage:.0f} s")
     down = time.monotonic()
-    await loop.run_in_executor(None, devstack_cmd, "down", "prometheus")
+    app.prometheus.cut()
     await asyncio.sleep(args.prometheus_outage)
-    await loop.run_in_executor(None, devstack_cmd, "up", "prometheus")
+    app.prometheus.mend()
     seen.outages.append(("prometheus", down, time.monotonic()))
     log("Prometheus back")
 
     await sleep_until(at(0.5))
     log("Redis restarting")
     down = time.monotonic()
-    await loop.run_in_executor(None, devstack_cmd, "down", "redis")
-    await loop.run_in_executor(None, devstack_cmd, "up", "redis")
+    await loop.run_in_executor(None, app.redis.restart)
     seen.outages.append(("redis", down, time.monotonic()))
     log(f"Redis back after {time.monotonic() - down:.1f} s")
 

@@ -51,7 +51,6 @@ class RedisDb(IntEnum):
     E2E_DASHBOARD = 13  # tests/e2e/test_dashboard.py
     E2E_CHAOS = 12  # tests/e2e/test_chaos.py
     SIDE_BY_SIDE = 7  # tests/integration/test_side_by_side.py's own scenario processes
-    BENCH_SOAK = 10  # bench/soak.py
     BENCH_CHAOS_LATENCY = 11  # bench/chaos_latency.py
     BENCH_WS_FANOUT = 6  # bench/ws_fanout.py
 
