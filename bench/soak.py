@@ -46,7 +46,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import redis
 import requests
 import websockets
 from requests.adapters import HTTPAdapter
@@ -61,9 +60,10 @@ from tests.conftest import (  # noqa: E402
     free_port,
     manage,
     read_env_file,
+    wait_http,
 )
 from tests.integration import rawws  # noqa: E402
-from tests.integration.conftest import PrometheusProxy  # noqa: E402
+from tests.integration.conftest import PrometheusProxy, RedisServer  # noqa: E402
 from tests.integration.podwatch import PodWatch  # noqa: E402
 
 # A dependency's outage, and this long after it, may answer 503: clients notice a Redis
@@ -81,51 +81,13 @@ def log(message: str) -> None:
 # --- the app under test ----------------------------------------------------------------
 
 
-class OwnRedis:
-    """A redis-server of the soak's own, so restarting it leaves `make run`'s alone."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.port = free_port()
-        self.workdir = workdir
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.proc = self._start()
-
-    def _start(self) -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen(
-            [
-                *("redis-server", "--port", str(self.port), "--bind", "127.0.0.1"),
-                *("--save", "", "--appendonly", "no", "--dir", str(self.workdir)),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                redis.Redis(port=self.port, socket_timeout=1).ping()
-                return proc
-            except redis.RedisError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-
-    def restart(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(timeout=10)
-        self.proc = self._start()
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(timeout=10)
-
-
 @dataclass
 class App:
     urls: list[str]
     web_pids: list[int]
     procs: list[subprocess.Popen[bytes]]
     devstack: Devstack
-    redis: OwnRedis
+    redis: RedisServer
     prometheus: PrometheusProxy
 
     def stop(self) -> None:
@@ -145,7 +107,7 @@ def start_app(workdir: Path, viewers: int, storm: int) -> App:
     devstack.database_url = f"sqlite:///{workdir / 'soak.sqlite3'}"
     # Its own Redis and its own way to Prometheus, so that the outages below are the
     # soak's app's alone and a `make run` beside it never notices.
-    own_redis = OwnRedis(workdir)
+    own_redis = RedisServer(workdir)
     prometheus = PrometheusProxy(upstream=devstack.prometheus_url)
     prometheus.start()
     # The tests' namespace and ServiceAccount, never `make run`'s chaos-demo.
@@ -175,17 +137,8 @@ def start_app(workdir: Path, viewers: int, storm: int) -> App:
         spawn(manage("watch_pods"), "watcher", METRICS_PORT=str(free_port())),
     ]
     urls = [f"http://127.0.0.1:{port}" for port in ports]
-    deadline = time.monotonic() + 60
     for url in urls:
-        while True:
-            try:
-                if requests.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{url} never became ready (logs in {workdir})")
-            time.sleep(0.2)
+        wait_http(f"{url}/readyz", timeout=60)  # 503 until Redis answers
     return App(urls, [p.pid for p in webs], [*webs, *workers], devstack, own_redis, prometheus)
 
 

@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,10 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+import redis
 import requests
 
 from tests.chaos.stack import flush_test_redis, wait_healthy
-from tests.conftest import ROOT, Devstack, read_env_file
+from tests.conftest import ROOT, Devstack, free_port, read_env_file
 
 
 @pytest.fixture
@@ -234,3 +236,51 @@ def own_stack(prefix: str, *components: str) -> Iterator[OwnStack]:
             'stop_pid "$(basename "$f" .pid)"; done'
         )
         shutil.rmtree(state, ignore_errors=True)
+
+
+class RedisServer:
+    """A redis-server of one test's (or the soak's) own, on a free port: it may be stopped,
+    restarted or locked down; the shared one never is."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.port = free_port()
+        self.workdir = workdir
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc = self._start()
+
+    def _start(self) -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(
+            [
+                *("redis-server", "--port", str(self.port), "--bind", "127.0.0.1"),
+                *("--save", "", "--appendonly", "no", "--dir", str(self.workdir)),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                redis.Redis(port=self.port, socket_timeout=1).ping()
+                return proc
+            except redis.RedisError:
+                if time.monotonic() > deadline:
+                    proc.kill()
+                    raise
+                time.sleep(0.05)
+
+    def restart(self) -> None:
+        """Down and up again on the same port, its data gone, as a restarted pod's."""
+        self.stop()
+        self.proc = self._start()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path)
+    yield server
+    server.stop()

@@ -13,13 +13,10 @@ tried again; the assertions themselves are never loosened.
 from __future__ import annotations
 
 import itertools
-import subprocess
 import threading
-import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -35,7 +32,8 @@ from tests.chaos.stack import (
     press,
     wait_healthy,
 )
-from tests.conftest import Devstack, free_port
+from tests.conftest import Devstack
+from tests.integration.conftest import RedisServer
 from tests.integration.podwatch import PodWatch, Terminations
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("healthy_cluster")]
@@ -156,34 +154,6 @@ def test_a_crowd_on_two_web_processes_kills_one_pod_at_a_time(
 # --- the kill lock's store down --------------------------------------------------------
 
 
-@pytest.fixture
-def private_redis(tmp_path: Path) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
-    """A redis-server of the test's own: it may be stopped or locked down, the shared
-    one never is."""
-    port = free_port()
-    server = subprocess.Popen(
-        [
-            *("redis-server", "--port", str(port), "--bind", "127.0.0.1"),
-            *("--save", "", "--appendonly", "no", "--dir", str(tmp_path)),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            redis.Redis(port=port, socket_timeout=1).ping()
-            break
-        except redis.RedisError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
-    yield port, server
-    if server.poll() is None:
-        server.terminate()
-        server.wait(timeout=10)
-
-
 def assert_untouched(devstack: Devstack, before: set[str], last_id: int) -> None:
     after = pods(devstack)
     assert {p["metadata"]["uid"] for p in after} == before
@@ -192,15 +162,13 @@ def assert_untouched(devstack: Devstack, before: set[str], last_id: int) -> None
 
 
 def test_with_redis_gone_a_press_is_refused_and_nothing_dies(
-    devstack: Devstack, web_server: WebServer, private_redis: tuple[int, Any]
+    devstack: Devstack, web_server: WebServer, private_redis: RedisServer
 ) -> None:
     # Stopped under a running web process that had reached it: the kill lock (and every
     # budget) is unreachable.
-    port, server = private_redis
-    url = web_server(REDIS_URL=f"redis://127.0.0.1:{port}/0", **CROWD_SETTINGS)
+    url = web_server(REDIS_URL=private_redis.url, **CROWD_SETTINGS)
     assert requests.get(f"{url}/readyz", timeout=5).status_code == 200
-    server.terminate()
-    server.wait(timeout=10)
+    private_redis.stop()
     before = {p["metadata"]["uid"] for p in pods(devstack)}
     last_id = max((row["id"] for row in events(devstack)), default=0)
     session = chaos_session(url)
@@ -211,13 +179,12 @@ def test_with_redis_gone_a_press_is_refused_and_nothing_dies(
 
 
 def test_when_only_the_kill_lock_fails_a_press_is_refused_and_nothing_dies(
-    devstack: Devstack, web_server: WebServer, private_redis: tuple[int, Any]
+    devstack: Devstack, web_server: WebServer, private_redis: RedisServer
 ) -> None:
     # The budgets answer but the lock's SET NX is refused (an ACL allows the rate-limit
     # keys only): the press got past the rate limit and must still not kill unguarded.
-    port, _ = private_redis
-    admin = redis.Redis(port=port, socket_timeout=3)
-    url = web_server(REDIS_URL=f"redis://127.0.0.1:{port}/0", **CROWD_SETTINGS)
+    admin = redis.Redis(port=private_redis.port, socket_timeout=3)
+    url = web_server(REDIS_URL=private_redis.url, **CROWD_SETTINGS)
     session = chaos_session(url)
     admin.execute_command("ACL", "SETUSER", "default", "resetkeys", f"~{ratelimit.KEY_PREFIX}:*")
     before = {p["metadata"]["uid"] for p in pods(devstack)}
