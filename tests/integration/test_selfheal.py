@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
@@ -98,3 +101,46 @@ def test_after_an_apiserver_pause_longer_than_the_lease_a_deleted_pod_is_replace
         what="a replacement for the deleted pod, Running and Ready",
     )
     assert set(healed) - set(before), "a new pod, not the old ones"
+
+
+def test_a_pod_marked_not_ready_while_its_node_was_away_is_ready_again(
+    cluster: OwnStack,
+) -> None:
+    # What the node-lifecycle controller does to every pod of a node that missed its
+    # heartbeats (kwok paused, a busy machine): Ready=False through the status
+    # subresource. The node is back (kwok answers), so the pod must serve again.
+    until(lambda: len(serving_pods(cluster)) == 3, timeout=120, what="3 pods serving")
+    name, uid = sorted(serving_pods(cluster).items())[0]
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    not_ready = {
+        "status": {
+            "conditions": [
+                {"type": "Ready", "status": "False", "lastTransitionTime": now},
+            ]
+        }
+    }
+    patch = ("--subresource=status", "--type=strategic", "-p", json.dumps(not_ready))
+    marked = cluster.kubectl("-n", NAMESPACE, "patch", "pod", name, *patch, "-o", "json")
+    conditions = json.loads(marked.stdout)["status"]["conditions"]
+    assert next(c for c in conditions if c["type"] == "Ready")["status"] == "False"
+    until(
+        lambda: serving_pods(cluster).get(name) == uid,
+        timeout=15,
+        what=f"{name} Ready again, the same pod",
+    )
+    assert len(serving_pods(cluster)) == 3
+
+
+def flag(pid: int, name: str) -> str:
+    """The value a process was started with for --name (the last one counts)."""
+    args = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+    return [a.split("=", 1)[1] for a in args if a.startswith(f"--{name}=")][-1]
+
+
+def test_the_nodes_grace_period_outlasts_a_kwok_restart(cluster: OwnStack) -> None:
+    # A restarted kwok controller takes the nodes' leases over when the old ones expire:
+    # until then nothing renews them, and the node controller must not give up first.
+    lease_s = int(flag(cluster.control_plane_pid("kwok-controller"), "node-lease-duration-seconds"))
+    grace = flag(cluster.control_plane_pid("kube-controller-manager"), "node-monitor-grace-period")
+    assert re.fullmatch(r"\d+s", grace), grace
+    assert int(grace[:-1]) >= 2 * lease_s
