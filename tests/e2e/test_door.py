@@ -12,18 +12,10 @@ from typing import Any
 import pytest
 
 from tests.conftest import Devstack
+from tests.e2e.conftest import until
 from tests.integration.scrape import sample_sum
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
-
-
-def until(page: Any, predicate: str, arg: Any = None, timeout_s: float = 15) -> None:
-    # page.evaluate, not wait_for_function: the latter uses eval(), which the CSP refuses.
-    deadline = time.monotonic() + timeout_s
-    while not page.evaluate(predicate, arg):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not true within {timeout_s} s: {predicate}")
-        time.sleep(0.1)
 
 
 def open_viewers(url: str, want: float, timeout_s: float = 15) -> None:
