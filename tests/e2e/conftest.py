@@ -45,6 +45,9 @@ CHROMIUM_ARGS = [
 ]
 
 
+DESKTOP = {"width": 1280, "height": 800}
+
+
 def until(page: Any, predicate: str, arg: Any = None, timeout_s: float = 15) -> None:
     """Polls a JS function in the page until it returns true.
 
@@ -79,6 +82,36 @@ def browser() -> Iterator[object]:
         chromium = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         yield chromium
         chromium.close()
+
+
+@pytest.fixture
+def open_page(browser: Any) -> Iterator[Callable[..., Any]]:
+    """Opens /infra in a fresh context; fails the test on script errors or CSP refusals."""
+    contexts: list[Any] = []
+    problems: list[str] = []
+
+    def open_(
+        url: str, viewport: dict[str, int] = DESKTOP, headers: dict[str, str] | None = None
+    ) -> Any:
+        context = browser.new_context(viewport=viewport, extra_http_headers=headers or {})
+        contexts.append(context)
+        page = context.new_page()
+        page.on("pageerror", lambda exc: problems.append(f"script error: {exc}"))
+        page.on(
+            "console",
+            lambda msg: (
+                problems.append(f"console: {msg.text}")
+                if "Content Security Policy" in msg.text
+                else None
+            ),
+        )
+        page.goto(f"{url}/infra")
+        return page
+
+    yield open_
+    for context in contexts:
+        context.close()
+    assert problems == []
 
 
 @pytest.fixture

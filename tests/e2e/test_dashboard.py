@@ -7,7 +7,7 @@ import random
 import re
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,13 +23,12 @@ from tests.conftest import (
     manage,
     wait_http,
 )
-from tests.e2e.conftest import until
+from tests.e2e.conftest import DESKTOP, until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 
 # Poll often so a test waits seconds, not tens of seconds, for the next number.
 POLL_INTERVAL_S = "2"
-DESKTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}
 # Scrapes every 5 s, a poll every 2 s and a rate window: a minute is generous.
 CLUSTER_CHANGE_TIMEOUT_S = 60
@@ -72,36 +71,6 @@ def start_web(
 def workers(app_env: dict[str, str], start_process: StartProcess) -> None:
     start_process(manage("poll_metrics"), app_env, name="poller")
     start_process(manage("watch_pods"), app_env, name="watcher")
-
-
-@pytest.fixture
-def open_page(browser: Any) -> Iterator[Callable[..., Any]]:
-    """Opens /infra in a fresh context; fails the test on script errors or CSP refusals."""
-    contexts: list[Any] = []
-    problems: list[str] = []
-
-    def open_(
-        url: str, viewport: dict[str, int] = DESKTOP, headers: dict[str, str] | None = None
-    ) -> Any:
-        context = browser.new_context(viewport=viewport, extra_http_headers=headers or {})
-        contexts.append(context)
-        page = context.new_page()
-        page.on("pageerror", lambda exc: problems.append(f"script error: {exc}"))
-        page.on(
-            "console",
-            lambda msg: (
-                problems.append(f"console: {msg.text}")
-                if "Content Security Policy" in msg.text
-                else None
-            ),
-        )
-        page.goto(f"{url}/infra")
-        return page
-
-    yield open_
-    for context in contexts:
-        context.close()
-    assert problems == []
 
 
 # Time for a fresh Prometheus to hold two history steps plus one poller refresh.

@@ -92,6 +92,8 @@ class FakeServer:
         self.sockets[-1].send(message)
 
 
+# This module's own open_page, in place of the e2e conftest's: the page of Django's live
+# server, its websocket answered by a FakeServer the test scripts.
 @pytest.fixture
 def open_page(
     browser: Any, live_server: Any, settings: Any

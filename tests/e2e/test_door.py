@@ -5,7 +5,7 @@ address (4429) and a full server (4503), on daphne started as the Procfile start
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,26 +25,6 @@ def open_viewers(url: str, want: float, timeout_s: float = 15) -> None:
         time.sleep(0.1)
 
 
-@pytest.fixture
-def new_page(browser: Any) -> Iterator[Callable[[str], Any]]:
-    """A page in a context of its own (a tab of its own); fails on script errors."""
-    contexts: list[Any] = []
-    errors: list[str] = []
-
-    def open_(url: str) -> Any:
-        context = browser.new_context(viewport={"width": 1280, "height": 800})
-        contexts.append(context)
-        page = context.new_page()
-        page.on("pageerror", lambda exc: errors.append(str(exc)))
-        page.goto(f"{url}/infra")
-        return page
-
-    yield open_
-    for context in contexts:
-        context.close()
-    assert errors == []
-
-
 DOOR_KIND = "() => document.querySelector('#door').dataset.kind ?? ''"
 
 
@@ -58,18 +38,18 @@ DOOR_KIND = "() => document.querySelector('#door').dataset.kind ?? ''"
 def test_a_page_over_a_cap_says_why_and_gets_in_when_there_is_room(
     devstack: Devstack,
     web_server: Callable[..., str],
-    new_page: Callable[[str], Any],
+    open_page: Callable[..., Any],
     artifacts: Path,
     cap: str,
     kind: str,
     title: str,
 ) -> None:
     url = web_server(**{cap: "1"})
-    first = new_page(url)
+    first = open_page(url)
     open_viewers(url, 1)
     until(first, "() => document.querySelector('#connection').dataset.state !== 'reconnecting'")
 
-    second = new_page(url)
+    second = open_page(url)
     until(second, f"() => ({DOOR_KIND})() === {kind!r}")
     assert second.text_content("#door-title") == title
     assert second.get_attribute("#connection", "data-state") == "paused"
