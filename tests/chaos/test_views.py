@@ -1,4 +1,4 @@
-"""POST /api/infra/chaos against a stubbed Kubernetes client (the README's HTTP contract)."""
+"""POST /api/infra/chaos against a stubbed Kubernetes client (docs/contract.md's HTTP contract)."""
 
 from __future__ import annotations
 
