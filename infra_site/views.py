@@ -36,10 +36,16 @@ def readyz(request: HttpRequest) -> JsonResponse:
 
 @require_GET
 def metrics(request: HttpRequest) -> HttpResponse:
-    # Internal numbers are for the scraper only. The client address is the one the chaos
-    # limits use, so an internet visitor behind the ingress cannot pass for a pod.
+    # Internal numbers are for the scraper only. Through the ingress the client address is
+    # the one the chaos limits use, so an internet visitor cannot pass for a pod. A request
+    # with no X-Forwarded-For at all did not come through the proxies (they always add it):
+    # it is Prometheus scraping the pod directly, and its own address is the one to check.
+    if "HTTP_X_FORWARDED_FOR" in request.META:
+        address = request_client_ip(request)
+    else:
+        address = request.META.get("REMOTE_ADDR") or ""
     try:
-        client = ipaddress.ip_address(request_client_ip(request))
+        client = ipaddress.ip_address(address)
     except ValueError:
         raise Http404 from None
     if not any(client in network for network in settings.METRICS_ALLOWED_NETWORKS):

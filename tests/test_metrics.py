@@ -42,6 +42,10 @@ def test_metrics_exposes_the_app_series_to_a_local_scraper() -> None:
     ("remote", "forwarded", "trusted", "status"),
     [
         ("10.244.3.9", None, 0, 200),  # Prometheus in the cluster, scraping the pod
+        # The same behind an ingress: a scrape does not come through the proxy, so it
+        # carries no X-Forwarded-For (the proxy always adds one).
+        ("10.244.3.9", None, 1, 200),
+        ("203.0.113.7", None, 1, 404),
         ("203.0.113.7", None, 0, 404),  # a visitor straight to the port
         ("10.244.0.5", "198.51.100.3", 1, 404),  # a visitor through the ingress
         ("10.244.0.5", "10.1.2.3", 1, 200),  # an in-cluster client through the ingress
