@@ -8,7 +8,7 @@ STATE := .devstack
 # Tests touching the database run a second time on PostgreSQL.
 DB_TESTS := tests/chaos tests/dashboard
 
-.PHONY: run test stop lint format bench soak setup clean image
+.PHONY: run test stop lint format bench soak rehearse setup clean image
 
 setup: $(VENV)/.installed
 
@@ -37,6 +37,12 @@ test: setup
 stop:
 	-@[ -f $(STATE)/pids/app.pid ] && kill -TERM $$(cat $(STATE)/pids/app.pid) 2>/dev/null; rm -f $(STATE)/pids/app.pid
 	devstack/down
+
+## rehearse: k8s/app/ on a real kubelet node, the production rehearsal (docs/rehearsal.md)
+rehearse: setup
+	devstack/up
+	devstack/node up
+	$(BIN)/python -m pytest -p no:cacheprovider tests/integration/test_rehearsal.py
 
 ## image: build the container image from the Dockerfile with podman (localhost/infra-chaos:devstack)
 image:
