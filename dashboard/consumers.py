@@ -17,6 +17,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
 from dashboard.fanout import Hub, Subscription, hub
+from infra_site.gctuning import closed_sockets
 from infra_site.metrics import OPEN_WEBSOCKETS, WEBSOCKETS_CLOSED
 from infra_site.wscap import CLOSE_TOO_CHATTY, FrameBudget
 
@@ -79,6 +80,7 @@ class InfraConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels s
         if self.counted:
             OPEN_WEBSOCKETS.dec()
             self.counted = False
+            closed_sockets.note_closed()
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         if self.closing:

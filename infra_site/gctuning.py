@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
+import time
 
 # CPython's defaults are (700, 10, 10); why the first is larger: configure_gc.
 GC_THRESHOLDS = (10_000, 10, 10)
@@ -27,3 +29,45 @@ def configure_gc() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
+
+
+# A full collection once this many websockets have closed (a reconnect storm's viewers
+# leaving), this long after the last one, and at most this often.
+COLLECT_AFTER_CLOSES = 1_000
+COLLECT_SETTLE_S = 5.0
+COLLECT_MIN_INTERVAL_S = 30.0
+
+
+class ClosedSockets:
+    """Runs a full collection after a wave of closed websockets.
+
+    A closed connection leaves its daphne, autobahn and Channels objects (~70 each) in
+    reference cycles that only a full collection frees, and with the thresholds above
+    one is rare while few viewers are open: each reconnect storm's garbage stayed and the
+    next storm's came on top. Measured (500 viewers, storms of 2,500 that then leave):
+    RSS 211, 262, then 295 MiB after three storms; with a collection after each wave,
+    204, 210, 210 MiB. One collection per wave, after it settles, is a pause of a few
+    tenths of a second that nobody is streaming through.
+    """
+
+    def __init__(self) -> None:
+        self.closed = 0
+        self.last = float("-inf")
+        self.pending: asyncio.TimerHandle | None = None
+
+    def note_closed(self) -> None:
+        """Counts one closed websocket; call on the event loop."""
+        self.closed += 1
+        if self.closed < COLLECT_AFTER_CLOSES or self.pending is not None:
+            return
+        delay = max(COLLECT_SETTLE_S, self.last + COLLECT_MIN_INTERVAL_S - time.monotonic())
+        self.pending = asyncio.get_running_loop().call_later(delay, self._collect)
+
+    def _collect(self) -> None:
+        self.pending = None
+        self.closed = 0
+        self.last = time.monotonic()
+        gc.collect()
+
+
+closed_sockets = ClosedSockets()
