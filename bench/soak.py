@@ -177,6 +177,7 @@ class Seen:
     outages: list[tuple[str, float, float]] = field(default_factory=list)
     storms: list[dict[str, Any]] = field(default_factory=list)
     rss: list[tuple[float, list[int]]] = field(default_factory=list)
+    started: float = field(default_factory=time.monotonic)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def record(self, answer: Answer) -> None:
@@ -451,6 +452,9 @@ def report(args: argparse.Namespace, app: App, seen: Seen, watch: Any, first_id:
             bad[(a.status, outage if allowed else "no dependency down")] += 1
     unexplained = sum(n for (status, why), n in bad.items() if why == "no dependency down")
     verdict(unexplained == 0, f"5xx (or no answer) by status and cause: {dict(bad) or 0}")
+    for a in seen.answers:
+        if (a.status >= 500 or a.status == 0) and seen.outage_at(a.at) is None:
+            print(f"       at {a.at - seen.started:6.1f} s: {a.kind} {a.status} {a.body}")
 
     terminations = watch
     rows = [row for row in events(app.devstack) if row["id"] > first_id]
