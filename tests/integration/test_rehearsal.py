@@ -129,6 +129,13 @@ def rehearsal(devstack: Devstack) -> Iterator[Rehearsal]:
     # What a previous run left goes first; `up` then makes the volume its claim held
     # Available again (and starts the node if it is not running).
     remove_app(devstack)
+    # A node this fixture starts it also stops: the shared cluster's other tests count
+    # nodes and join each to a node exporter of its own, which the real node has not.
+    was_running = subprocess.run(
+        [str(NODE_SCRIPT), "status"], capture_output=True, text=True, check=False
+    )
+    first = (was_running.stdout.splitlines() or [""])[0].split()
+    leave_running = was_running.returncode == 0 and first[:2] == ["node", "Ready"]
     started = subprocess.run(
         [str(NODE_SCRIPT), "up"], capture_output=True, text=True, timeout=1700, check=False
     )
@@ -149,6 +156,8 @@ def rehearsal(devstack: Devstack) -> Iterator[Rehearsal]:
         yield Rehearsal(devstack, int(service["spec"]["ports"][0]["nodePort"]))
     finally:
         remove_app(devstack)
+        if not leave_running:
+            subprocess.run([str(NODE_SCRIPT), "down"], capture_output=True, timeout=300)
 
 
 def pod_metrics(pod: dict[str, Any], port: int) -> str:
