@@ -147,10 +147,11 @@ def axe_source() -> str:
 
 
 @pytest.fixture
-def audit(axe_source: str) -> Audit:
-    """Runs axe-core in a page and prints what it found; returns the serious and critical
-    violations. The engine is evaluated through DevTools, which the page's CSP does not
-    govern, so the page keeps its real policy while being audited."""
+def audit(axe_source: str, capsys: pytest.CaptureFixture[str]) -> Audit:
+    """Runs axe-core in a page and prints what it found (in `make test`'s output too, past
+    pytest's capture); returns the serious and critical violations. The engine is
+    evaluated through DevTools, which the page's CSP does not govern, so the page keeps
+    its real policy while being audited."""
 
     def run(page: Any, name: str) -> list[dict[str, Any]]:
         if not page.evaluate("() => typeof window.axe === 'object'"):
@@ -165,11 +166,12 @@ def audit(axe_source: str) -> Audit:
             }"""
         )
         failing = [v for v in result if v["impact"] in AXE_FAILING]
-        print(
-            f"\naxe-core on {name}: {len(result)} violations "
-            f"({len(failing)} serious or critical): "
-            + (", ".join(f"{v['id']} ({v['impact']}, {v['nodes']})" for v in result) or "none")
-        )
+        with capsys.disabled():
+            print(
+                f"\naxe-core on {name}: {len(result)} violations "
+                f"({len(failing)} serious or critical): "
+                + (", ".join(f"{v['id']} ({v['impact']}, {v['nodes']})" for v in result) or "none")
+            )
         return failing
 
     return run
