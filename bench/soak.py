@@ -177,7 +177,7 @@ class Seen:
     outages: list[tuple[str, float, float]] = field(default_factory=list)
     storms: list[dict[str, Any]] = field(default_factory=list)
     rss: list[tuple[float, list[int]]] = field(default_factory=list)
-    started: float = field(default_factory=time.monotonic)
+    started: float = 0.0  # monotonic time the scenario began
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def record(self, answer: Answer) -> None:
@@ -371,7 +371,8 @@ def crowd(seen: Seen, urls: list[str], addresses: int, rate: float, stop: thread
 async def scenario(args: argparse.Namespace, app: App, seen: Seen) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    started = time.monotonic()
+    # The run's zero: the schedule below, the RSS samples and the report's times.
+    started = seen.started = time.monotonic()
     duration: float = args.duration
 
     def at(fraction: float) -> float:

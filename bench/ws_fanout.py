@@ -46,6 +46,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from tests.conftest import RedisDb  # noqa: E402
+from tests.integration.rawws import parse_frames  # noqa: E402
 
 BENCH_DB = int(RedisDb.BENCH_WS_FANOUT)
 CONNECT_CONCURRENCY = 100
@@ -263,7 +264,7 @@ async def connect_passive(port: int, origin: str, gate: asyncio.Semaphore) -> Pa
 
 
 def read_passive(client: Passive) -> list[str]:
-    """Everything the server sent, as text frames (server frames are never masked).
+    """Everything the server sent, as text frames.
 
     Called after the drain period: what was sent is in the kernel buffer by now, so the
     non-blocking reads stop at the first EAGAIN instead of waiting on each socket.
@@ -278,19 +279,7 @@ def read_passive(client: Passive) -> list[str]:
             break
         data += chunk
     client.sock.close()
-    texts, i = [], 0
-    while i + 2 <= len(data):
-        opcode, length, j = data[i] & 0x0F, data[i + 1] & 0x7F, i + 2
-        if length == 126:
-            length, j = int.from_bytes(data[j : j + 2], "big"), j + 2
-        elif length == 127:
-            length, j = int.from_bytes(data[j : j + 8], "big"), j + 8
-        if j + length > len(data):
-            break
-        if opcode == 1:
-            texts.append(data[j : j + length].decode())
-        i = j + length
-    return texts
+    return [payload.decode() for opcode, payload in parse_frames(data) if opcode == 1]
 
 
 def group_members(redis_url: str) -> int:
