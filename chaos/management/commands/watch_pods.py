@@ -26,6 +26,7 @@ from django.utils import timezone
 
 from chaos import kube
 from chaos.eventwatch import EventWatch
+from chaos.models import ChaosEvent
 from chaos.narration import EventFeed
 from chaos.recovery import MAX_TRACKED, PodState, Progress, Recovery, RecoveryTracker
 from chaos.selectors import chaos_event_frame, kills_to_follow, refresh_history
@@ -221,11 +222,8 @@ class Command(WorkerCommand):
         event = chaos_event_record_phases(
             event_id=progress.event_id, phases=progress.phases, healed=progress.healed
         )
-        if event is None:
-            return
-        # Recent kills (and their bars) are part of the cached history a page view reads.
-        recovery = refresh_history()["recovery"]
-        self._publish_chaos({**chaos_event_frame(event=event), "recovery": recovery})
+        if event is not None:
+            self._announce(event)
 
     def _record(self, recovery: Recovery) -> None:
         event = chaos_event_record_recovery(recovery=recovery)
@@ -233,12 +231,12 @@ class Command(WorkerCommand):
             return
         RECOVERY_SECONDS.observe(recovery.recovery_s)
         log.info("watch_pods: %s healed in %.2f s", event.pod_name, recovery.recovery_s)
-        # The 24 h recovery summary changed: recomputed (in SQL) and cached here, once per
-        # heal, for every page view to read.
-        summary = refresh_history()["recovery"]
-        self._publish_chaos({**chaos_event_frame(event=event), "recovery": summary})
+        self._announce(event)
 
-    def _publish_chaos(self, frame: dict[str, Any]) -> None:
+    def _announce(self, event: ChaosEvent) -> None:
+        # Recent kills, their bars and the 24 h recovery summary are the cached history a
+        # page view reads: recomputed (in SQL) and cached here, where they change, then sent.
+        frame = {**chaos_event_frame(event=event), "recovery": refresh_history()["recovery"]}
         try:
             publish("chaos", frame)
         except Exception:
