@@ -139,3 +139,32 @@ wait_until() {
 }
 
 http_ok() { curl -fsS -o /dev/null --max-time 2 "$1"; }
+
+# The machine's own Debian sources (never a hard-coded mirror); they must carry bookworm.
+# The app's base image (devstack/image) and the node's images (devstack/node-images) are
+# made from them.
+debian_sources() {
+  local f
+  for f in /etc/apt/sources.list.d/debian.sources /etc/apt/sources.list; do
+    [ -s "$f" ] && grep -q bookworm "$f" && { echo "$f"; return 0; }
+  done
+  die "no Debian bookworm entry in this machine's apt sources; the local images are made from them"
+}
+
+# debian_rootfs OUT PACKAGES LOG [mmdebstrap options...]: a minimal bookworm root file
+# system with the given packages (comma-separated), no docs, no apt lists, into the tar
+# OUT; its log is $LOG_DIR/LOG.log; extra options (hooks) follow.
+debian_rootfs() {
+  local out=$1 packages=$2 name=$3; shift 3
+  nice -n 10 mmdebstrap --mode=root --variant=minbase --include="$packages" \
+    --dpkgopt='path-exclude=/usr/share/man/*' \
+    --dpkgopt='path-exclude=/usr/share/doc/*' \
+    --dpkgopt='path-include=/usr/share/doc/*/copyright' \
+    --dpkgopt='path-exclude=/usr/share/locale/*' \
+    --dpkgopt='path-exclude=/usr/share/info/*' \
+    --aptopt='Acquire::Check-Valid-Until "false"' \
+    "$@" \
+    --customize-hook='rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*' \
+    bookworm "$out" "$(debian_sources)" >"$LOG_DIR/$name.log" 2>&1 \
+    || { tail -n 20 "$LOG_DIR/$name.log" >&2; die "mmdebstrap failed (log: $LOG_DIR/$name.log)"; }
+}
