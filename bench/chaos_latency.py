@@ -258,6 +258,7 @@ def main() -> None:
             "REDIS_URL": redis_url,
             "DATABASE_URL": f"sqlite:///{workdir / 'bench.sqlite3'}",
             "CHAOS_RATE_PER_IP": "1000/m",
+            "CHAOS_BURST_PER_IP": "1000/10s",
             "CHAOS_RATE_GLOBAL": "1000/m",
             "WS_MAX_PER_IP": str(args.viewers + 100),
             "WS_MAX_PER_PROCESS": str(args.viewers + 100),

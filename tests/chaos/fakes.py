@@ -214,7 +214,14 @@ def budget_refusal() -> ApiException:
         "status": "Failure",
         "message": "Cannot evict pod as it would violate the pod's disruption budget.",
         "reason": "TooManyRequests",
-        "details": {"causes": [{"reason": "DisruptionBudget", "type": "DisruptionBudget"}]},
+        "details": {
+            "causes": [
+                {
+                    "reason": "DisruptionBudget",
+                    "message": "The disruption budget chaos-demo needs 2 healthy pods and has 2",
+                }
+            ]
+        },
         "code": 429,
     }
     return ApiException(status=429, reason="Too Many Requests", body=json.dumps(status))

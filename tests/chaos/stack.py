@@ -112,7 +112,15 @@ def scale(devstack: Devstack, replicas: int) -> None:
 
 def chaos_can_evict(devstack: Devstack) -> bool:
     result = devstack.kubectl(
-        "auth", "can-i", "create", "pods/eviction", "-n", NAMESPACE, admin=False, check=False
+        "auth",
+        "can-i",
+        "create",
+        "pods",
+        "--subresource=eviction",
+        "-n",
+        NAMESPACE,
+        admin=False,
+        check=False,
     )
     return result.stdout.strip() == "yes"
 

@@ -92,7 +92,7 @@ def test_an_eviction_the_budget_does_not_allow_is_a_429_naming_the_budget() -> N
         evict(api, "chaos-demo-1", uid=None, version=None)
     assert refused.value.status == 429
     causes = json.loads(refused.value.body)["details"]["causes"]
-    assert [cause["type"] for cause in causes] == ["DisruptionBudget"]
+    assert [cause["reason"] for cause in causes] == ["DisruptionBudget"]
     assert api.terminating() == ["chaos-demo-0"]
     # A pod that is merely not Ready uses the budget up too.
     api = FakeApi(pods=[*three_healthy()[:2], pod_dict("chaos-demo-2", ready=False)])

@@ -17,6 +17,7 @@ seen) is tried a few times.
 from __future__ import annotations
 
 import json
+import subprocess
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -111,6 +112,74 @@ def disruption_target(devstack: Devstack, name: str) -> dict[str, Any] | None:
     return next((c for c in conditions if c["type"] == "DisruptionTarget"), None)
 
 
+Rule = tuple[str, str, str]  # (apiGroup, resource, verb)
+
+
+def rules(kubectl: Callable[..., Any], namespace: str, path: Path) -> set[Rule]:
+    """What the caller may do in `namespace`, as the apiserver tells it (a
+    SelfSubjectRulesReview), one (apiGroup, resource, verb) each."""
+    review = {
+        "apiVersion": "authorization.k8s.io/v1",
+        "kind": "SelfSubjectRulesReview",
+        "spec": {"namespace": namespace},
+    }
+    path.write_text(json.dumps(review))
+    # --validate=false: validation would list CRDs, which these accounts may not.
+    created = kubectl("create", "--validate=false", "-f", str(path), "-o", "json")
+    status = json.loads(created.stdout)["status"]
+    return {
+        (group, resource, verb)
+        for rule in status["resourceRules"]
+        for group in rule.get("apiGroups") or [""]
+        for resource in rule.get("resources") or []
+        for verb in rule["verbs"]
+    }
+
+
+def test_the_chaos_account_may_read_pods_and_events_and_evict_and_nothing_else(
+    devstack: Devstack, tmp_path: Path
+) -> None:
+    # What every authenticated account may do (ask who it is, ask what it may do) comes
+    # from the cluster's defaults: an account with no binding shows it.
+    token = devstack.kubectl("-n", NAMESPACE, "create", "token", "default", "--duration=10m")
+    admin = json.loads(devstack.kubectl("config", "view", "--raw", "--minify", "-o", "json").stdout)
+    cluster = dict(admin["clusters"][0]["cluster"])
+    if "certificate-authority" in cluster:
+        ca = Path(devstack.admin_kubeconfig).parent / cluster["certificate-authority"]
+        cluster["certificate-authority"] = str(ca.resolve())
+    unbound = tmp_path / "unbound-kubeconfig"
+    unbound.write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "c", "cluster": cluster}],
+                "users": [{"name": "u", "user": {"token": token.stdout.strip()}}],
+                "contexts": [{"name": "u", "context": {"cluster": "c", "user": "u"}}],
+                "current-context": "u",
+            }
+        )
+    )
+
+    def as_unbound(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [devstack.env["DEVSTACK_KUBECTL"], "--kubeconfig", str(unbound), *args]
+        return subprocess.run(command, capture_output=True, text=True, check=True, timeout=30)
+
+    def as_chaos(*args: str) -> subprocess.CompletedProcess[str]:
+        return devstack.kubectl(*args, admin=False)
+
+    everyone = rules(as_unbound, NAMESPACE, tmp_path / "everyone.json")
+    granted = rules(as_chaos, NAMESPACE, tmp_path / "granted.json") - everyone
+    assert granted == {
+        ("", "pods", "list"),
+        ("", "pods", "watch"),
+        ("", "pods/eviction", "create"),
+        ("", "events", "list"),
+        ("", "events", "watch"),
+    }
+    assert rules(as_chaos, "default", tmp_path / "elsewhere.json") - everyone == set()
+
+
 def test_the_test_namespace_has_its_own_budget_from_the_same_manifest(devstack: Devstack) -> None:
     pdb = budget(devstack)
     manifest = yaml.safe_load((ROOT / "k8s/chaos-demo/pdb.yaml").read_text())
@@ -176,9 +245,9 @@ def test_the_victim_says_it_was_evicted(devstack: Devstack) -> None:
 def test_two_copies_of_the_app_with_their_own_redis_take_down_one_pod_at_most(
     devstack: Devstack, web_server: WebServer, tmp_path: Path
 ) -> None:
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
     redises = [RedisServer(tmp_path / name) for name in ("a", "b")]
-    for server in redises:
-        server.workdir.mkdir(exist_ok=True)
     try:
         urls = [web_server(REDIS_URL=server.url, **LOOSE) for server in redises]
         sessions = [chaos_session(url) for url in urls]
