@@ -79,7 +79,8 @@ class PodEvent:
 
 
 # The cause the apiserver names in a 429 that refuses an eviction for a budget
-# (policy/v1 DisruptionBudgetCause); a 429 without it is flow control, not a budget.
+# (policy/v1 DisruptionBudgetCause, in the Status's details.causes[].reason: a
+# StatusCause's type is serialised as "reason"); a 429 without it is flow control.
 DISRUPTION_BUDGET_CAUSE = "DisruptionBudget"
 
 
@@ -107,7 +108,7 @@ def _budget_cause(body: object) -> bool:
     details = status.get("details") if isinstance(status, dict) else None
     causes = details.get("causes") if isinstance(details, dict) else None
     return any(
-        isinstance(cause, dict) and cause.get("type") == DISRUPTION_BUDGET_CAUSE
+        isinstance(cause, dict) and cause.get("reason") == DISRUPTION_BUDGET_CAUSE
         for cause in causes or ()
     )
 
