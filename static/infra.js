@@ -816,8 +816,8 @@ function noteBudgetRefusal() {
   const li = document.createElement("li");
   li.className = "event";
   li.dataset.refusal = "disruption_budget";
+  // Not .event-text, which keeps a pod's name on one line: this sentence must wrap.
   const text = document.createElement("span");
-  text.className = "event-text";
   text.textContent = BUDGET_REFUSED;
   const time = document.createElement("time");
   setTime(time, new Date().toISOString());

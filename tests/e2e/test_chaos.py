@@ -116,6 +116,8 @@ def test_kubernetes_refusing_the_eviction_is_said_in_words_on_the_page_and_in_th
 ) -> None:
     # A budget that allows no pod down: the app's own look passes (3/3 Ready), and the
     # apiserver refuses the eviction. What the visitor reads is Kubernetes' answer.
+    start_process(manage("poll_metrics"), app_env, name="poller")
+    start_process(manage("watch_pods"), app_env, name="watcher")
     port = free_port()
     start_web(app_env, start_process, port)
     url = f"http://127.0.0.1:{port}"
