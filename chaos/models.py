@@ -34,7 +34,7 @@ class ChaosEvent(models.Model):
     replicaset_uid = models.CharField(max_length=64, blank=True)
 
     # Recovery timeline, filled by the pod watcher. deleted_at is taken just before the
-    # delete call so that a replacement is never created "before" the kill it replaces.
+    # eviction call so that a replacement is never created "before" the kill it replaces.
     deleted_at = models.DateTimeField(null=True, blank=True)
     replacement_uid = models.CharField(max_length=64, blank=True, db_index=True)
     replacement_name = models.CharField(max_length=253, blank=True)
