@@ -537,7 +537,7 @@ function announce(ev) {
     announced.add(`${id}:kill`);
     announcer.textContent = `Kubernetes healed ${ev.pod} in ${ev.recovery_s.toFixed(1)} seconds.`;
   } else {
-    announcer.textContent = `A visitor evicted ${ev.pod}. Kubernetes is replacing it.`;
+    announcer.textContent = `A visitor killed ${ev.pod}. Kubernetes is replacing it.`;
   }
 }
 

@@ -93,6 +93,10 @@ def test_every_viewer_sees_the_kill_and_the_recovery_the_backend_measured(
             html = page.content()
             assert "kwok-node" not in html, "a real node name reached the page"
         onlooker.screenshot(path=str(artifacts / "chaos-e2e-healed.png"), full_page=True)
+        # Kubernetes writes no Event for an eviction; the narrated feed tells it from the
+        # victim's DisruptionTarget condition.
+        for page in (clicker, onlooker):
+            assert f"{victim} was evicted" in (page.text_content("#k8s-events") or "")
 
         row = next(e for e in events(devstack) if e["pod_name"] == victim)
         assert row["outcome"] == "deleted"
