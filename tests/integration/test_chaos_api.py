@@ -30,10 +30,12 @@ from tests.chaos.stack import (
     wait_healthy,
 )
 from tests.conftest import Devstack, free_port
+from tests.integration.scrape import sample_sum
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("healthy_cluster")]
 
 WebServer = Callable[..., str]
+ATTEMPTS = "infra_chaos_attempts_total"
 
 
 def test_a_press_evicts_exactly_one_pod(devstack: Devstack, web_server: WebServer) -> None:
@@ -82,9 +84,12 @@ def test_the_disruption_budget_refusing_is_answered_and_recorded_as_such(
     try:
         set_max_unavailable(devstack, 0)
         wait_budget(devstack, healthy=3, allowed=0)
+        counted = sample_sum(f"{url}/metrics", ATTEMPTS, outcome="budget_refused")
         response = press(chaos_session(url), url)
         assert response.status_code == 409, response.text
         assert response.json() == {"ok": False, "error": "disruption_budget"}
+        # Counted in /metrics under its own outcome.
+        assert sample_sum(f"{url}/metrics", ATTEMPTS, outcome="budget_refused") == counted + 1
         latest = events(devstack)[0]
         assert (latest["outcome"], latest["reason"]) == ("budget_refused", "disruption_budget")
         assert latest["pod_uid"] in before
