@@ -34,7 +34,7 @@ import websockets
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.conftest import RedisDb, free_port, read_env_file, wait_http  # noqa: E402
+from tests.conftest import STATE_DIR, RedisDb, free_port, read_env_file, wait_http  # noqa: E402
 
 BENCH_REDIS_DB = int(RedisDb.BENCH_CHAOS_LATENCY)
 CSRF = "benchbenchbenchbenchbenchbench32"
@@ -246,7 +246,7 @@ def main() -> None:
     if args.url:
         base = args.url.rstrip("/")
     else:
-        stack_env = read_env_file(ROOT / ".devstack" / "env")
+        stack_env = read_env_file(STATE_DIR / "env")
         workdir = Path(tempfile.mkdtemp(prefix="chaos-bench-"))
         redis_url = stack_env["REDIS_URL"].rsplit("/", 1)[0] + f"/{BENCH_REDIS_DB}"
         import redis
@@ -258,6 +258,7 @@ def main() -> None:
             "REDIS_URL": redis_url,
             "DATABASE_URL": f"sqlite:///{workdir / 'bench.sqlite3'}",
             "CHAOS_RATE_PER_IP": "1000/m",
+            "CHAOS_BURST_PER_IP": "1000/10s",
             "CHAOS_RATE_GLOBAL": "1000/m",
             "WS_MAX_PER_IP": str(args.viewers + 100),
             "WS_MAX_PER_PROCESS": str(args.viewers + 100),

@@ -46,8 +46,10 @@ class KubeError(Exception):
     """A Kubernetes call that did not do its job.
 
     `reason` is short and safe to store and show staff: forbidden, not_found, conflict,
-    gone (watch resourceVersion too old), server_error, timeout, unreachable, bad_config,
-    bad_response, api_error."""
+    gone (watch resourceVersion too old), disruption_budget (an eviction the namespace's
+    PodDisruptionBudget does not allow), throttled (any other 429: the apiserver's own
+    flow control), server_error, timeout, unreachable, bad_config, bad_response,
+    api_error."""
 
     def __init__(self, reason: str, *, status: int | None = None) -> None:
         super().__init__(reason if status is None else f"{reason} (HTTP {status})")
@@ -76,7 +78,15 @@ class PodEvent:
     resource_version: str
 
 
-def _status_reason(status: int | None) -> str:
+# The cause the apiserver names in a 429 that refuses an eviction for a budget
+# (policy/v1 DisruptionBudgetCause, in the Status's details.causes[].reason: a
+# StatusCause's type is serialised as "reason"); a 429 without it is flow control.
+DISRUPTION_BUDGET_CAUSE = "DisruptionBudget"
+
+
+def _status_reason(status: int | None, body: object = None) -> str:
+    if status == 429:
+        return "disruption_budget" if _budget_cause(body) else "throttled"
     if status == 401 or status == 403:
         return "forbidden"
     if status == 404:
@@ -88,6 +98,19 @@ def _status_reason(status: int | None) -> str:
     if status is not None and status >= 500:
         return "server_error"
     return "api_error"
+
+
+def _budget_cause(body: object) -> bool:
+    try:
+        status = json.loads(body) if isinstance(body, str | bytes) else None
+    except ValueError:
+        return False
+    details = status.get("details") if isinstance(status, dict) else None
+    causes = details.get("causes") if isinstance(details, dict) else None
+    return any(
+        isinstance(cause, dict) and cause.get("reason") == DISRUPTION_BUDGET_CAUSE
+        for cause in causes or ()
+    )
 
 
 def _network_reason(exc: BaseException | None) -> str:
@@ -105,7 +128,7 @@ def _translated() -> Iterator[None]:
     try:
         yield
     except ApiException as exc:
-        raise KubeError(_status_reason(exc.status), status=exc.status) from None
+        raise KubeError(_status_reason(exc.status, exc.body), status=exc.status) from None
     except urllib3.exceptions.MaxRetryError as exc:
         raise KubeError(_network_reason(exc.reason)) from None
     except (urllib3.exceptions.HTTPError, ConnectionError, TimeoutError) as exc:
@@ -163,7 +186,7 @@ def _build() -> client.CoreV1Api:
     _load(configuration)
     if not os.environ.get("KUBERNETES_SERVICE_HOST"):
         _reread_token_periodically(configuration)
-    # No automatic retries: a DELETE retried after a read timeout would report the
+    # No automatic retries: an eviction retried after a read timeout would report the
     # first attempt's success as an error, and a visitor is better served by a quick 503.
     configuration.retries = 0
     return client.CoreV1Api(client.ApiClient(configuration))
@@ -220,21 +243,31 @@ def list_pods(api: client.CoreV1Api, *, namespace: str, selector: str) -> PodSna
         )
 
 
-def delete_pod(
+def evict_pod(
     api: client.CoreV1Api, *, namespace: str, name: str, uid: str, resource_version: str
 ) -> None:
-    """Deletes exactly the pod we listed, as we listed it. Preconditions on its UID and
-    resourceVersion make the apiserver answer 409 (KubeError "conflict") instead of
-    deleting if the name now belongs to a replacement, or if the pod changed since the
-    list: already terminating (someone else's delete), relabelled, no longer Ready. So a
-    pod that got its deletionTimestamp from somebody else is never reported as our kill."""
+    """Evicts exactly the pod we listed, as we listed it, through the Eviction API.
+
+    The apiserver checks the namespace's PodDisruptionBudget atomically with the eviction
+    and refuses with 429 when it would be broken: KubeError "disruption_budget". That
+    guard holds whoever else evicts at the same time (another copy of the app, a drain).
+    Preconditions on the UID and resourceVersion make it answer 409 (KubeError
+    "conflict") instead of evicting if the name now belongs to a replacement, or if the
+    pod changed since the list: already terminating (someone else's kill), relabelled, no
+    longer Ready. So a pod that got its deletionTimestamp from somebody else is never
+    reported as our kill."""
     with _translated():
         _read(
-            api.delete_namespaced_pod(
+            api.create_namespaced_pod_eviction(
                 name,
                 namespace,
-                body=client.V1DeleteOptions(
-                    preconditions=client.V1Preconditions(uid=uid, resource_version=resource_version)
+                body=client.V1Eviction(
+                    metadata=client.V1ObjectMeta(name=name, namespace=namespace),
+                    delete_options=client.V1DeleteOptions(
+                        preconditions=client.V1Preconditions(
+                            uid=uid, resource_version=resource_version
+                        )
+                    ),
                 ),
                 _request_timeout=TIMEOUT,
                 _preload_content=False,

@@ -8,13 +8,20 @@ from django.db import models
 
 class ChaosEvent(models.Model):
     class Outcome(models.TextChoices):
+        # The apiserver accepted the eviction: the pod is on its way out (the stored name
+        # predates evictions; a kill is an eviction now).
         DELETED = "deleted"
+        # The app's own look refused (a pod already terminating, none eligible) or the
+        # apiserver refused the preconditions (the pod changed since the look).
         REFUSED = "refused"
+        # The apiserver refused the eviction: the PodDisruptionBudget allows no more pods
+        # down right now. Kubernetes' answer, not the app's.
+        BUDGET_REFUSED = "budget_refused"
         FAILED = "failed"
 
     at = models.DateTimeField(auto_now_add=True, db_index=True)
     outcome = models.CharField(max_length=16, choices=Outcome.choices, db_index=True)
-    # Why it was refused or failed (e.g. not_enough_healthy, forbidden, timeout); empty
+    # Why it was refused or failed (e.g. pod_terminating, forbidden, timeout); empty
     # when deleted.
     reason = models.CharField(max_length=64, blank=True)
     pod_name = models.CharField(max_length=253, blank=True)
@@ -27,7 +34,7 @@ class ChaosEvent(models.Model):
     replicaset_uid = models.CharField(max_length=64, blank=True)
 
     # Recovery timeline, filled by the pod watcher. deleted_at is taken just before the
-    # delete call so that a replacement is never created "before" the kill it replaces.
+    # eviction call so that a replacement is never created "before" the kill it replaces.
     deleted_at = models.DateTimeField(null=True, blank=True)
     replacement_uid = models.CharField(max_length=64, blank=True, db_index=True)
     replacement_name = models.CharField(max_length=253, blank=True)

@@ -14,9 +14,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from chaos.pods import parse_time
+from chaos.pods import Pod, parse_time
 
 MAX_SHOWN = 12
+# A line the feed tells from a pod rather than from an Event: the Eviction API writes no
+# Event, but marks the pod (DisruptionTarget / EvictionByEvictionAPI) before deleting it.
+EVICTED = "Evicted"
+_NOTE_PREFIX = "pod-evicted:"
 _WORD = re.compile(r"^[A-Za-z]{1,64}$")
 # What a viewer reads for the reasons a chaos kill produces; {name} is the object's.
 _TEXTS = {
@@ -82,7 +86,9 @@ class EventFeed:
     def reset(self, raws: Iterable[Mapping[str, Any]]) -> None:
         narrated = [n for n in (narrate(raw) for raw in raws) if n is not None]
         with self._lock:
-            self._items = {n.uid: n for n in narrated}
+            # Evictions are not Events: a re-list of Events must not forget them.
+            notes = {uid: n for uid, n in self._items.items() if uid.startswith(_NOTE_PREFIX)}
+            self._items = {**notes, **{n.uid: n for n in narrated}}
             self._available = True
             self._trim()
 
@@ -97,6 +103,20 @@ class EventFeed:
                 # Events expire (1 h by default); the feed keeps what it told.
                 return False
             self._items[narration.uid] = narration
+            self._trim()
+            return self._shown() != before
+
+    def note_eviction(self, pod: Pod, at: datetime) -> bool:
+        """Tells that `pod` was evicted, once; returns whether the shown feed changed."""
+        if not pod.evicted:
+            return False
+        uid = f"{_NOTE_PREFIX}{pod.uid}"
+        with self._lock:
+            if uid in self._items or not self._available:
+                return False
+            before = self._shown()
+            text = f"{pod.name} was evicted: its disruption budget allowed it"
+            self._items[uid] = Narration(uid=uid, at=at, reason=EVICTED, text=text)
             self._trim()
             return self._shown() != before
 

@@ -13,6 +13,10 @@ from datetime import datetime
 from typing import Any
 
 TERMINATING = "Terminating"
+# The condition the apiserver puts on a pod it evicts (before it deletes it), and the
+# reason that says the Eviction API did it: how anyone can tell an eviction afterwards.
+DISRUPTION_TARGET = "DisruptionTarget"
+EVICTED_BY_API = "EvictionByEvictionAPI"
 
 
 @dataclass(frozen=True)
@@ -36,6 +40,8 @@ class Pod:
     ready_at: datetime | None = None
     resource_version: str = ""
     labels: Mapping[str, str] = field(default_factory=dict)
+    # Carries DisruptionTarget / EvictionByEvictionAPI: evicted, not plainly deleted.
+    evicted: bool = False
 
     @property
     def status(self) -> str:
@@ -95,6 +101,7 @@ def pod_from_dict(raw: Mapping[str, Any]) -> Pod:
     ready, ready_at = _true_since(status, "Ready")
     scheduled, scheduled_at = _true_since(status, "PodScheduled")
     labels = metadata.get("labels") or {}
+    disruption = _condition(status, DISRUPTION_TARGET)
     return Pod(
         uid=str(metadata.get("uid") or ""),
         name=str(metadata.get("name") or ""),
@@ -109,6 +116,9 @@ def pod_from_dict(raw: Mapping[str, Any]) -> Pod:
         ready_at=ready_at if ready else None,
         resource_version=str(metadata.get("resourceVersion") or ""),
         labels={str(k): str(v) for k, v in labels.items()} if isinstance(labels, Mapping) else {},
+        evicted=disruption is not None
+        and disruption.get("status") == "True"
+        and disruption.get("reason") == EVICTED_BY_API,
     )
 
 

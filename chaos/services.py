@@ -1,27 +1,31 @@
-"""The chaos write path: choose a victim, delete it, record what happened.
+"""The chaos write path: choose a victim, evict it, record what happened.
 
-One press at a time, cluster-wide: list -> guard -> delete runs under a lock in the
-shared Redis (the cache every web process uses), so two presses can never both see three
-healthy pods and each delete one. Django runs every request's sync view in a thread of its
-own, so presses race inside one process as well as across replicas; a process-local lock
-would not do. A press that finds the lock taken is answered "busy" at once (it does not
-wait, so a crowd never piles up threads behind one slow apiserver call); a lock store that
-cannot be reached refuses the press: never an unguarded delete.
+Two guards, each doing what it is best at:
+
+- Kubernetes keeps the demo up. A kill is an eviction, and the apiserver checks the
+  namespace's PodDisruptionBudget atomically with it: whoever else evicts at the same
+  moment (a second copy of this app with its own Redis, a drain), at most the budget's
+  pods are ever down. When it says no, that is recorded as its own outcome.
+- The app keeps the presses orderly: one press at a time, cluster-wide, under a lock in
+  the shared Redis (redis-py's Lock: a token, a TTL, an atomic release). Django runs
+  each sync view in a thread of its own, so presses race inside one process as well as
+  across replicas. A press that finds the lock taken is answered "busy" at once (it does
+  not wait, so a crowd never piles up threads behind one slow apiserver call); a lock
+  store that cannot be reached refuses the press.
 """
 
 from __future__ import annotations
 
 import logging
-import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import redis
-from django.core.cache import cache
 from django.db import DatabaseError
 from django.utils import timezone
 from django.utils.crypto import salted_hmac
+from redis.exceptions import LockError, LockNotOwnedError
 
 from chaos import kube
 from chaos.models import ChaosEvent
@@ -30,57 +34,56 @@ from chaos.recovery import Recovery
 from chaos.selectors import refresh_history
 from chaos.timeline import Phases
 from chaos.victims import Refusal, choose_victim
+from infra_site.redisclient import redis_client
 
 log = logging.getLogger(__name__)
 
-KILL_LOCK_KEY = "chaos:kill-lock"
+KILL_LOCK_KEY = "infra:chaos:kill-lock"
 # The slowest one apiserver call may be: its connect plus its read timeout.
 CALL_MAX_S = kube.TIMEOUT[0] + kube.TIMEOUT[1]
-# Held across a list and a delete, each bounded by CALL_MAX_S; the rest is slack. If a
-# web process dies holding it, presses are "busy" for at most this long.
+# Held across a list and an eviction, each bounded by CALL_MAX_S; the rest is slack. If
+# a web process dies holding it, presses are "busy" for at most this long.
 KILL_LOCK_TTL_S = 20
 
 
 class KillLockBusy(Exception):
-    """Another press (in this process or any other) is running list -> guard -> delete."""
+    """Another press (in this process or any other) is running list -> guard -> evict."""
 
 
 class KillLockUnavailable(Exception):
     """The lock store (Redis) could not be asked: the press must be refused."""
 
 
+def lock_store() -> redis.Redis:
+    """Where the kill lock lives: the shared Redis (unit tests put a fake one here)."""
+    return redis_client()
+
+
 @contextmanager
 def kill_lock() -> Iterator[float]:
     """Holds the cluster-wide kill lock; yields the monotonic time until which it is
     certainly still ours (its TTL, counted from before we asked for it)."""
-    token = secrets.token_hex(16)
+    lock = lock_store().lock(
+        KILL_LOCK_KEY, timeout=KILL_LOCK_TTL_S, blocking=False, thread_local=False
+    )
     asked = time.monotonic()
     try:
-        # SET NX EX on Redis: atomic, and freed by its TTL if we never release it.
-        taken = cache.add(KILL_LOCK_KEY, token, KILL_LOCK_TTL_S)
+        taken = lock.acquire()
     except (redis.RedisError, OSError) as exc:
         raise KillLockUnavailable(str(exc)) from exc
     if not taken:
         raise KillLockBusy
-    deadline = asked + KILL_LOCK_TTL_S
     try:
-        yield deadline
+        yield asked + KILL_LOCK_TTL_S
     finally:
-        _release(token, deadline)
-
-
-def _release(token: str, deadline: float) -> None:
-    if time.monotonic() >= deadline:
-        # Expired, so possibly another press's by now: leave it alone.
-        log.warning("chaos: the kill lock expired while held")
-        return
-    try:
-        # Still before our TTL ran out, so the key can only be ours, unless Redis lost it
-        # (a restart) and another press took it since: the token check leaves theirs be.
-        if cache.get(KILL_LOCK_KEY) == token:
-            cache.delete(KILL_LOCK_KEY)
-    except (redis.RedisError, OSError):
-        log.warning("chaos: could not release the kill lock; its TTL will", exc_info=True)
+        try:
+            # Atomic: deletes the key only if it still holds our token.
+            lock.release()
+        except LockNotOwnedError:
+            # Expired while held (and perhaps taken by the next press): left alone.
+            log.warning("chaos: the kill lock expired while held")
+        except (LockError, redis.RedisError, OSError):
+            log.warning("chaos: could not release the kill lock; its TTL will", exc_info=True)
 
 
 def client_hash(identity: str) -> str:
@@ -102,9 +105,13 @@ def chaos_unleash(
     client_hash: str,
     namespace: str,
     selector: str,
-    min_ready: int,
+    spend: Callable[[], None] = lambda: None,
 ) -> ChaosEvent:
-    """Deletes one random eligible pod, or refuses, or fails; returns the saved event.
+    """Evicts one random eligible pod, or refuses, or fails; returns the saved event.
+
+    `spend` is called once the kill lock is won, before the cluster is asked: the
+    caller's cluster-wide budget of kills, which presses answered "busy" never reach.
+    Whatever it raises propagates, with nothing asked and nothing written.
 
     Raises KillLockBusy while another press holds the kill lock and KillLockUnavailable
     when the lock store is down; neither touched the cluster or wrote a row. The event
@@ -117,39 +124,40 @@ def chaos_unleash(
         # Built before the lock: the first call loads the client (slow) on its own time.
         api = kube.core_api()
         with kill_lock() as deadline:
+            spend()
             started = time.monotonic()
             snapshot = kube.list_pods(api, namespace=namespace, selector=selector)
             listed = time.monotonic()
             choice = choose_victim(
-                pods=snapshot.pods,
-                namespace=namespace,
-                labels=parse_selector(selector),
-                min_ready=min_ready,
+                pods=snapshot.pods, namespace=namespace, labels=parse_selector(selector)
             )
             if isinstance(choice, Refusal):
                 refusal = choice
             else:
                 victim = choice
                 if listed + CALL_MAX_S >= deadline:
-                    # Not enough lock left to cover the slowest delete: another press could
-                    # take the lock mid-call. Never reached with TTL > 2 calls; kept so a
-                    # shorter TTL can not quietly void the guarantee.
+                    # Not enough lock left to cover the slowest eviction: another press
+                    # could take the lock mid-call. Never reached with TTL > 2 calls; kept
+                    # so a shorter TTL can not quietly void the one-at-a-time pacing.
                     raise kube.KubeError("timeout")
                 # Taken before the call: the replacement can only be created after the
-                # deletion, so the recovery timeline never starts after it exists.
+                # eviction, so the recovery timeline never starts after it exists.
                 deleted_at = timezone.now()
-                kube.delete_pod(
+                kube.evict_pod(
                     api,
                     namespace=namespace,
                     name=victim.name,
                     uid=victim.uid,
                     resource_version=victim.resource_version,
                 )
-                deleted = time.monotonic()
+                evicted = time.monotonic()
     except kube.KubeError as exc:
-        if victim is not None and exc.reason in {"conflict", "not_found"}:
-            # The apiserver refused our preconditions: between our list and our delete the
-            # pod changed (someone else's delete, a replacement) or went away. Not a kill.
+        if victim is not None and exc.reason == "disruption_budget":
+            # Kubernetes itself said no: one more pod down would break the budget.
+            outcome, reason = ChaosEvent.Outcome.BUDGET_REFUSED, exc.reason
+        elif victim is not None and exc.reason in {"conflict", "not_found"}:
+            # The apiserver refused our preconditions: between our list and our eviction
+            # the pod changed (someone else's kill, a replacement) or went away.
             outcome, reason = ChaosEvent.Outcome.REFUSED, "victim_changed"
         else:
             outcome, reason = ChaosEvent.Outcome.FAILED, exc.reason
@@ -162,7 +170,7 @@ def chaos_unleash(
             client_hash=client_hash,
         )
     if victim is None:
-        # The guard said no (`refusal` is set whenever no victim was chosen).
+        # The look said no (`refusal` is set whenever no victim was chosen).
         reason = refusal.reason if refusal is not None else "no_eligible_pod"
         return _record(outcome=ChaosEvent.Outcome.REFUSED, reason=reason, client_hash=client_hash)
     event = _record(
@@ -182,11 +190,11 @@ def chaos_unleash(
         log.warning("chaos: could not refresh the history", exc_info=True)
     # The apiserver's and the database's share of the press, for whoever reads the logs.
     log.info(
-        "chaos: deleted pod %s (list %.0f ms, delete %.0f ms, record %.0f ms)",
+        "chaos: evicted pod %s (list %.0f ms, evict %.0f ms, record %.0f ms)",
         victim.name,
         (listed - started) * 1000,
-        (deleted - listed) * 1000,
-        (time.monotonic() - deleted) * 1000,
+        (evicted - listed) * 1000,
+        (time.monotonic() - evicted) * 1000,
     )
     return event
 

@@ -161,7 +161,7 @@ LABELS = {
     "scheduled": "scheduler",
     "started": "kubelet",
     "ready": "probe",
-    TERMINATED: "victim's shutdown",
+    TERMINATED: "evicted pod's shutdown",
 }
 
 

@@ -1,4 +1,10 @@
-"""Which pod dies, and when nothing may: the guards between a stranger and an outage."""
+"""Which pod dies, and when the app will not even ask.
+
+How many pods may be down at once is not decided here: the namespace's
+PodDisruptionBudget says it, and the apiserver enforces it on every eviction
+(chaos/kube.py's evict_pod). What the app adds is pacing, one kill in flight: while a
+victim is still shutting down, no new press asks, so visitors watch one recovery at a
+time."""
 
 from __future__ import annotations
 
@@ -16,9 +22,8 @@ SYSTEM_RANDOM: random.Random = secrets.SystemRandom()
 
 @dataclass(frozen=True)
 class Refusal:
-    # pod_terminating: a kill (or a rollout) is already under way; not_enough_healthy:
-    # one more kill would leave fewer than the minimum serving; no_eligible_pod: the
-    # serving pods are not ones a ReplicaSet will replace.
+    # pod_terminating: a kill (or a rollout) is already under way; no_eligible_pod: no
+    # serving pod is one a ReplicaSet will replace.
     reason: str
 
 
@@ -27,22 +32,18 @@ def choose_victim(
     pods: Iterable[Pod],
     namespace: str,
     labels: Mapping[str, str],
-    min_ready: int,
     rng: random.Random = SYSTEM_RANDOM,
 ) -> Pod | Refusal:
     """A random eligible pod (ours, serving, owned by a ReplicaSet that will bring it
     back), or why there must be none.
 
-    Pods outside the namespace or selector are ignored entirely: they neither count as
-    healthy nor block a kill. A Terminating pod blocks: while one is being replaced, the
-    Ready count is about to drop, and stacking kills is how a demo becomes an outage."""
+    Pods outside the namespace or selector are ignored entirely. A Terminating pod
+    blocks: one kill at a time, each seen through. Whether the kill may leave the rest
+    short is the disruption budget's call, made by the apiserver when we evict."""
     ours = [p for p in pods if p.namespace == namespace and matches(p, labels)]
     if any(p.deleting for p in ours):
         return Refusal("pod_terminating")
-    serving = [p for p in ours if p.serving]
-    if len(serving) - 1 < min_ready:
-        return Refusal("not_enough_healthy")
-    eligible = [p for p in serving if p.replicaset_uid is not None]
+    eligible = [p for p in ours if p.serving and p.replicaset_uid is not None]
     if not eligible:
         return Refusal("no_eligible_pod")
     # Sorted so that the choice depends on the random draw only, not on list order.

@@ -1,4 +1,5 @@
-"""Leader election on Redis: a lock with a TTL that only its holder can renew or release.
+"""Leader election on Redis: redis-py's Lock, a key with a TTL that only its holder (its
+token) can extend or release.
 
 The poller and the pod watcher each run in several replicas for availability, but exactly
 one of each may do the work, so Prometheus and the apiserver see one client, not N.
@@ -7,45 +8,41 @@ one of each may do the work, so Prometheus and the apiserver see one client, not
 from __future__ import annotations
 
 import contextlib
-import secrets
 
 import redis
+from redis.exceptions import LockNotOwnedError
 
 from infra_site.redisclient import redis_client
-
-# Renew and release only if we still hold the lock: a leader that stalled past its TTL
-# must not extend or delete the lock a standby has taken over since.
-_RENEW = (
-    "if redis.call('get', KEYS[1]) == ARGV[1] then"
-    " return redis.call('pexpire', KEYS[1], ARGV[2]) else return 0 end"
-)
-_RELEASE = (
-    "if redis.call('get', KEYS[1]) == ARGV[1] then"
-    " return redis.call('del', KEYS[1]) else return 0 end"
-)
 
 
 class LeaderLock:
     def __init__(self, name: str, *, ttl_s: float, client: redis.Redis | None = None) -> None:
         self.key = f"infra:leader:{name}"
-        self.ttl_ms = int(ttl_s * 1000)
-        self.token = secrets.token_hex(16)
-        self.client = client or redis_client()
+        # Not thread-local: the worker's loop takes the lock and its heartbeat thread
+        # renews it, so both must know the same token.
+        self.lock = (client or redis_client()).lock(
+            self.key, timeout=ttl_s, blocking=False, thread_local=False
+        )
         self.held = False
 
     def acquire_or_renew(self) -> bool:
         """Returns whether this process leads now. Redis errors count as not leading."""
         try:
-            if self.held and self.client.eval(_RENEW, 1, self.key, self.token, str(self.ttl_ms)):
-                return True
-            self.held = bool(self.client.set(self.key, self.token, nx=True, px=self.ttl_ms))
+            if self.held:
+                # Back to a full TTL, atomically, only if the key still holds our token: a
+                # leader that stalled past its TTL never extends a standby's lock.
+                with contextlib.suppress(LockNotOwnedError):
+                    self.lock.reacquire()
+                    return True
+            self.held = bool(self.lock.acquire())
         except redis.RedisError:
             self.held = False
         return self.held
 
     def release(self) -> None:
         if self.held:
-            # On a Redis error the TTL frees the lock anyway.
+            # Deletes the key only if it still holds our token; on a Redis error (or a
+            # lock already lost) the TTL frees it anyway.
             with contextlib.suppress(redis.RedisError):
-                self.client.eval(_RELEASE, 1, self.key, self.token)
+                self.lock.release()
             self.held = False

@@ -13,7 +13,9 @@ from prometheus_client import Counter, Gauge, Histogram
 CHAOS_ATTEMPTS = Counter(
     "infra_chaos_attempts",
     "Chaos button presses that passed CSRF, by outcome.",
-    ["outcome"],  # deleted | refused | failed | rate_limited | busy
+    # deleted (evicted) | refused | budget_refused (the PodDisruptionBudget said no) |
+    # failed | rate_limited | busy
+    ["outcome"],
 )
 RECOVERY_SECONDS = Histogram(
     "infra_chaos_recovery_seconds",

@@ -1,5 +1,5 @@
 """The shared Redis, for the code that talks to it directly rather than through the cache
-or the channel layer: leader locks, the chaos budgets, the readiness probe."""
+or the channel layer: the leader locks, the kill lock, the readiness probe."""
 
 from __future__ import annotations
 

@@ -7,6 +7,7 @@ and a cluster is the environment, never the code path.
 from __future__ import annotations
 
 import ipaddress
+import os
 from datetime import timedelta
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from infra_site.env import (
     env_rate,
     env_str,
     env_url,
+    parse_rate,
 )
 from infra_site.logging import LOG_FORMATS, logging_config
 
@@ -128,17 +130,30 @@ POLL_INTERVAL = env_float("POLL_INTERVAL", 5.0, minimum=1.0)
 
 CHAOS_NAMESPACE = env_str("CHAOS_NAMESPACE", "chaos-demo")
 CHAOS_SELECTOR = env_label_selector("CHAOS_SELECTOR", "app=chaos-demo")
+# The chaos button's budgets, counted by django-ratelimit in fixed windows in the shared
+# cache (chaos/views.py; what the windows promise: docs/contract.md). Per visitor, a long
+# window and a short one: the short one bounds a burst across the long one's edge.
 CHAOS_RATE_PER_IP = env_rate("CHAOS_RATE_PER_IP", "3/m")
-CHAOS_RATE_GLOBAL = env_rate("CHAOS_RATE_GLOBAL", "30/m")
-CHAOS_MIN_READY = env_int("CHAOS_MIN_READY", 2, minimum=1)
-# The last share of the global budget (in percent) is kept for visitors who have not
-# pressed within its window, so a handful of addresses cannot lock everyone else out
-# (chaos/ratelimit.py).
-CHAOS_GLOBAL_RESERVE_PERCENT = env_int("CHAOS_GLOBAL_RESERVE_PERCENT", 30)
-if CHAOS_GLOBAL_RESERVE_PERCENT > 90:
+CHAOS_BURST_PER_IP = env_rate("CHAOS_BURST_PER_IP", "1/10s")
+if parse_rate(CHAOS_BURST_PER_IP).window_ms >= parse_rate(CHAOS_RATE_PER_IP).window_ms:
     raise ImproperlyConfigured(
-        f"CHAOS_GLOBAL_RESERVE_PERCENT must be at most 90, not {CHAOS_GLOBAL_RESERVE_PERCENT}."
+        f"CHAOS_BURST_PER_IP must have a shorter window than CHAOS_RATE_PER_IP, not "
+        f"{CHAOS_BURST_PER_IP!r} against {CHAOS_RATE_PER_IP!r}."
     )
+# Kills for everyone together: spent only by presses that won the kill lock.
+CHAOS_RATE_GLOBAL = env_rate("CHAOS_RATE_GLOBAL", "30/m")
+# How many demo pods may be down is the PodDisruptionBudget's to say (k8s/chaos-demo/),
+# and the reserve for newcomers could not tell a newcomer from a fresh address: both
+# settings are gone, and a deployment that still sets one is told so rather than ignored.
+for _gone, _why in (
+    (
+        "CHAOS_MIN_READY",
+        "the PodDisruptionBudget in k8s/chaos-demo/ says how many pods may be down",
+    ),
+    ("CHAOS_GLOBAL_RESERVE_PERCENT", "the global budget has no reserve for newcomers any more"),
+):
+    if os.environ.get(_gone) is not None:
+        raise ImproperlyConfigured(f"{_gone} is no longer read: {_why}; remove it.")
 CHAOS_ENABLED = env_bool("CHAOS_ENABLED", True)
 TRUSTED_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 0)
 # One IPv6 subscriber gets a whole prefix (a home usually a /56, a site a /48): visitors

@@ -807,7 +807,30 @@ function coolDown(seconds) {
   cooldownUntil = Date.now() + Math.max(1, seconds) * 1000;
 }
 
+// Kubernetes' own answer (the namespace's PodDisruptionBudget refused the eviction), in the
+// words the page and this visitor's live feed both use.
+const BUDGET_REFUSED = "Kubernetes refused: the disruption budget allows only one pod down at a time";
+
+function noteBudgetRefusal() {
+  const feed = $("#chaos-feed");
+  const li = document.createElement("li");
+  li.className = "event";
+  li.dataset.refusal = "disruption_budget";
+  // Not .event-text, which keeps a pod's name on one line: this sentence must wrap.
+  const text = document.createElement("span");
+  text.textContent = BUDGET_REFUSED;
+  const time = document.createElement("time");
+  setTime(time, new Date().toISOString());
+  const meta = document.createElement("span");
+  meta.className = "event-meta";
+  meta.append(time);
+  li.append(text, meta);
+  feed.prepend(li);
+  while (feed.children.length > LIST_LIMIT) feed.lastElementChild.remove();
+}
+
 const FAILURES = {
+  disruption_budget: [`${BUDGET_REFUSED}.`, "warn"],
   not_enough_healthy: ["Kubernetes is still healing — try in a moment.", "warn"],
   busy: ["Someone pressed it at the same moment — try again in a second.", "warn"],
   cluster_unavailable: ["The cluster is not answering right now. Try again shortly.", "error"],
@@ -852,6 +875,9 @@ async function unleash(event) {
       say("Chaos is switched off right now. The pods get a day off.", "off");
     } else if (response.status === 403) {
       say("Your session expired. Reload the page and try again.", "error");
+    } else if (body.error === "disruption_budget") {
+      noteBudgetRefusal();
+      say(...FAILURES.disruption_budget);
     } else {
       say(...(FAILURES[body.error] ?? [`Something went wrong (HTTP ${response.status}).`, "error"]));
     }

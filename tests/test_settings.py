@@ -118,6 +118,12 @@ def test_plain_http_by_default() -> None:
         ("METRICS_ALLOWED_NETWORKS", "10.0.0.0/8,intranet", "METRICS_ALLOWED_NETWORKS must be"),
         ("DJANGO_HTTPS", "maybe", "DJANGO_HTTPS must be true or false, not 'maybe'."),
         ("DJANGO_SECURE_HSTS_SECONDS", "-1", "DJANGO_SECURE_HSTS_SECONDS must be at least 0"),
+        ("CHAOS_BURST_PER_IP", "5/h", "CHAOS_BURST_PER_IP must have a shorter window than"),
+        ("CHAOS_BURST_PER_IP", "one/s", "CHAOS_BURST_PER_IP must be a rate like 3/m"),
+        # Gone settings are refused, not ignored: the disruption budget says how many pods
+        # may be down, and a stale deployment must hear it.
+        ("CHAOS_MIN_READY", "2", "CHAOS_MIN_READY is no longer read: the PodDisruptionBudget"),
+        ("CHAOS_GLOBAL_RESERVE_PERCENT", "30", "CHAOS_GLOBAL_RESERVE_PERCENT is no longer read"),
     ],
 )
 def test_a_wrong_value_fails_at_start_naming_the_variable(

@@ -2,10 +2,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import fakeredis
 import pytest
 from django.core.cache import cache
 
-from chaos import kube
+from chaos import kube, services
 from tests.chaos.fakes import FakeApi, three_healthy
 
 
@@ -24,3 +25,12 @@ def cluster(monkeypatch: pytest.MonkeyPatch) -> FakeApi:
     api = FakeApi(pods=three_healthy())
     monkeypatch.setattr(kube, "core_api", lambda: api)
     return api
+
+
+@pytest.fixture(autouse=True)
+def lock_redis(monkeypatch: pytest.MonkeyPatch) -> fakeredis.FakeRedis:
+    """The kill lock's Redis, in process: redis-py's Lock runs its own Lua scripts, which
+    fakeredis runs with lupa (the real Redis runs them in tests/integration)."""
+    store = fakeredis.FakeRedis(server=fakeredis.FakeServer())
+    monkeypatch.setattr(services, "lock_store", lambda: store)
+    return store

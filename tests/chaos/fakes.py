@@ -1,10 +1,11 @@
 """Stand-ins for the Kubernetes API at the client boundary, and pod builders.
 
-`FakeApi` answers `list_namespaced_pod` / `delete_namespaced_pod` the way the generated
-client does with `_preload_content=False` (a response object with `.data`), or raises
-what the real client raises, so tests exercise chaos/kube.py's translation too. It keeps
-the apiserver's rules that chaos depends on (namespace, label selector, delete
-preconditions), so a service that dropped one of them fails its tests.
+`FakeApi` answers `list_namespaced_pod` / `create_namespaced_pod_eviction` the way the
+generated client does with `_preload_content=False` (a response object with `.data`), or
+raises what the real client raises, so tests exercise chaos/kube.py's translation too. It
+keeps the apiserver's rules that chaos depends on (namespace, label selector, eviction
+preconditions, the disruption budget), so a service that dropped one of them fails its
+tests. It has no delete: the chaos identity may not delete pods.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
-from chaos.pods import Pod
+from chaos.pods import Pod, pod_from_dict
 
 NS = "chaos-demo"
 LABELS = {"app": "chaos-demo"}
@@ -98,13 +99,15 @@ class FakeApi:
     """A namespace of pods that answers as the apiserver does, for what chaos relies on:
 
     - a list returns only the asked namespace's pods that match the label selector;
-    - a delete of a missing name is 404; one whose preconditions (UID, resourceVersion)
-      do not match the stored pod is 409, and nothing changes;
-    - a successful delete is graceful, as for any pod with a grace period: the pod stays,
-      with a deletionTimestamp and a new resourceVersion, so the next list shows it
-      Terminating. Deleting it again with the old resourceVersion is a 409.
+    - an eviction of a missing name is 404; one whose preconditions (UID,
+      resourceVersion) do not match the stored pod is 409, and nothing changes;
+    - an eviction the budget does not allow (`max_unavailable` pods of the namespace not
+      serving already) is 429 with the DisruptionBudget cause, and nothing changes;
+    - a successful eviction is graceful, as for any pod with a grace period: the pod
+      stays, with the DisruptionTarget condition, a deletionTimestamp and a new
+      resourceVersion, so the next list shows it Terminating.
 
-    `before_delete` runs between a caller's list and its delete (to change the world
+    `before_delete` runs between a caller's list and its eviction (to change the world
     under it); `list_delay_s` widens the window between the two."""
 
     pods: list[dict[str, Any]] = field(default_factory=list)
@@ -114,6 +117,7 @@ class FakeApi:
     calls: list[dict[str, Any]] = field(default_factory=list)
     before_delete: Callable[[FakeApi], None] | None = None
     list_delay_s: float = 0.0
+    max_unavailable: int = 1
     resource_version: int = 100
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -153,14 +157,17 @@ class FakeApi:
         time.sleep(self.list_delay_s)
         return Response({"metadata": {"resourceVersion": version}, "items": items})
 
-    def delete_namespaced_pod(self, name: str, namespace: str, **kwargs: Any) -> Response:
-        self.calls.append({"call": "delete", "name": name, "namespace": namespace, **kwargs})
+    def create_namespaced_pod_eviction(self, name: str, namespace: str, **kwargs: Any) -> Response:
+        self.calls.append({"call": "evict", "name": name, "namespace": namespace, **kwargs})
         assert kwargs.get("_request_timeout"), "every call must carry a timeout"
         if self.before_delete is not None:
             self.before_delete(self)
         if self.delete_error is not None:
             raise self.delete_error
-        preconditions = kwargs["body"].preconditions if kwargs.get("body") else None
+        body = kwargs["body"]
+        assert (body.metadata.name, body.metadata.namespace) == (name, namespace)
+        options = body.delete_options
+        preconditions = options.preconditions if options else None
         with self.lock:
             raw = self.find(name, namespace)
             if raw is None:
@@ -172,10 +179,24 @@ class FakeApi:
                 version is not None and version != meta["resourceVersion"]
             ):
                 raise ApiException(status=409, reason="Conflict")
+            if self._unavailable(namespace) >= self.max_unavailable:
+                raise budget_refusal()
+            raw["status"]["conditions"].append(
+                {"type": "DisruptionTarget", "status": "True", "reason": "EvictionByEvictionAPI"}
+            )
             meta.setdefault("deletionTimestamp", stamp(T0 + timedelta(hours=1)))
             self._bump(raw)
             self.deleted.append((namespace, name, meta["uid"]))
-        return Response({"kind": "Pod"})
+        return Response({"kind": "Status", "status": "Success"})
+
+    def _unavailable(self, namespace: str) -> int:
+        ours = [
+            pod_from_dict(raw)
+            for raw in self.pods
+            if raw["metadata"]["namespace"] == namespace
+            and all(raw["metadata"].get("labels", {}).get(k) == v for k, v in LABELS.items())
+        ]
+        return sum(not p.serving for p in ours)
 
     def terminating(self) -> list[str]:
         with self.lock:
@@ -186,6 +207,26 @@ class FakeApi:
             ]
 
 
+def budget_refusal() -> ApiException:
+    """The apiserver's 429 for an eviction its PodDisruptionBudget does not allow."""
+    status = {
+        "kind": "Status",
+        "status": "Failure",
+        "message": "Cannot evict pod as it would violate the pod's disruption budget.",
+        "reason": "TooManyRequests",
+        "details": {
+            "causes": [
+                {
+                    "reason": "DisruptionBudget",
+                    "message": "The disruption budget chaos-demo needs 2 healthy pods and has 2",
+                }
+            ]
+        },
+        "code": 429,
+    }
+    return ApiException(status=429, reason="Too Many Requests", body=json.dumps(status))
+
+
 def three_healthy() -> list[dict[str, Any]]:
     return [
         pod_dict(f"chaos-demo-{i}", node=f"kwok-node-{i}", resource_version=str(90 + i))
@@ -194,6 +235,4 @@ def three_healthy() -> list[dict[str, Any]]:
 
 
 def pod(name: str = "p", **kwargs: Any) -> Pod:
-    from chaos.pods import pod_from_dict
-
     return pod_from_dict(pod_dict(name, **kwargs))

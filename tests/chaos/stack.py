@@ -25,6 +25,9 @@ TEST_NAMESPACE_MANIFESTS = STATE_DIR / TEST_NAMESPACE
 # Any 32 alphanumerics make a valid CSRF secret: the check is cookie == header
 # (double submit), which a browser page does with the cookie Django set.
 CSRF_TOKEN = "chaostestchaostestchaostestchaos"
+# App settings under which every press is refused by the app's own look (no pod matches,
+# 409 no_eligible_pod) after the budgets counted it: budgets get spent, no pod dies.
+GUARD_ALWAYS_REFUSES = {"CHAOS_SELECTOR": "app=no-such-pod"}
 
 
 def flush_test_redis(devstack: Devstack) -> None:
@@ -48,12 +51,54 @@ def is_serving(pod: dict[str, Any]) -> bool:
     )
 
 
+def budget(devstack: Devstack) -> dict[str, Any]:
+    """The test namespace's PodDisruptionBudget (k8s/chaos-demo/pdb.yaml), as the admin."""
+    out = devstack.kubectl("-n", NAMESPACE, "get", "pdb", "chaos-demo", "-o", "json").stdout
+    pdb: dict[str, Any] = json.loads(out)
+    return pdb
+
+
+def budget_settled(pdb: dict[str, Any], *, healthy: int, allowed: int) -> bool:
+    """The disruption controller has caught up with the budget's spec and the pods."""
+    status = pdb.get("status") or {}
+    return (
+        status.get("observedGeneration") == pdb["metadata"]["generation"]
+        and status.get("currentHealthy") == healthy
+        and status.get("disruptionsAllowed") == allowed
+    )
+
+
+def wait_budget(devstack: Devstack, *, healthy: int, allowed: int, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not budget_settled(pdb := budget(devstack), healthy=healthy, allowed=allowed):
+        if time.monotonic() > deadline:
+            raise TimeoutError(
+                f"{NAMESPACE} budget not at {healthy}/{allowed}: {pdb.get('status')}"
+            )
+        time.sleep(0.2)
+
+
+def set_max_unavailable(devstack: Devstack, value: int) -> None:
+    """Changes the test namespace's budget (restore_budget puts the manifest's back)."""
+    patch = json.dumps({"spec": {"maxUnavailable": value}})
+    devstack.kubectl("-n", NAMESPACE, "patch", "pdb", "chaos-demo", "--type=merge", "-p", patch)
+
+
+def restore_budget(devstack: Devstack) -> None:
+    devstack.kubectl("apply", "-k", str(TEST_NAMESPACE_MANIFESTS))
+
+
 def wait_healthy(devstack: Devstack, replicas: int = REPLICAS, timeout: float = 90) -> None:
-    """Until exactly `replicas` pods exist, all Running and Ready, none terminating."""
+    """Until exactly `replicas` pods exist, all Running and Ready, none terminating, and
+    the disruption budget has seen it (so it allows the next eviction)."""
     deadline = time.monotonic() + timeout
     while True:
         current = pods(devstack)
-        if len(current) == replicas and all(is_serving(p) for p in current):
+        if (
+            len(current) == replicas
+            and all(is_serving(p) for p in current)
+            and budget_settled(budget(devstack), healthy=replicas, allowed=1)
+        ):
             return
         if time.monotonic() > deadline:
             states = [(p["metadata"]["name"], p.get("status", {}).get("phase")) for p in current]
@@ -65,9 +110,17 @@ def scale(devstack: Devstack, replicas: int) -> None:
     devstack.kubectl("-n", NAMESPACE, "scale", "deployment/chaos-demo", f"--replicas={replicas}")
 
 
-def chaos_can_delete(devstack: Devstack) -> bool:
+def chaos_can_evict(devstack: Devstack) -> bool:
     result = devstack.kubectl(
-        "auth", "can-i", "delete", "pods", "-n", NAMESPACE, admin=False, check=False
+        "auth",
+        "can-i",
+        "create",
+        "pods",
+        "--subresource=eviction",
+        "-n",
+        NAMESPACE,
+        admin=False,
+        check=False,
     )
     return result.stdout.strip() == "yes"
 
@@ -75,9 +128,9 @@ def chaos_can_delete(devstack: Devstack) -> bool:
 def wait_rbac(devstack: Devstack, *, allowed: bool, timeout: float = 30) -> None:
     """RBAC changes reach the authorizer through an informer: wait until they apply."""
     deadline = time.monotonic() + timeout
-    while chaos_can_delete(devstack) != allowed:
+    while chaos_can_evict(devstack) != allowed:
         if time.monotonic() > deadline:
-            raise TimeoutError(f"chaos account still {'cannot' if allowed else 'can'} delete")
+            raise TimeoutError(f"chaos account still {'cannot' if allowed else 'can'} evict")
         time.sleep(0.3)
 
 

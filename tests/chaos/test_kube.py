@@ -11,7 +11,7 @@ from kubernetes.config.config_exception import ConfigException
 
 from chaos import kube
 from chaos.pods import TERMINATING, pod_from_dict
-from tests.chaos.fakes import RS_UID, T0, FakeApi, pod_dict, three_healthy
+from tests.chaos.fakes import RS_UID, T0, FakeApi, budget_refusal, pod_dict, three_healthy
 
 
 def test_a_pod_is_read_from_the_api_json() -> None:
@@ -55,16 +55,17 @@ def test_list_pods_returns_pods_and_the_resource_version() -> None:
     assert api.calls[0]["label_selector"] == "app=chaos-demo"
 
 
-def test_delete_sends_uid_and_resource_version_preconditions() -> None:
+def test_evict_sends_uid_and_resource_version_preconditions() -> None:
     api = FakeApi(pods=three_healthy())
-    kube.delete_pod(
+    kube.evict_pod(
         api,  # type: ignore[arg-type]
         namespace="chaos-demo",
         name="chaos-demo-1",
         uid="uid-chaos-demo-1",
         resource_version="91",
     )
-    preconditions = api.calls[-1]["body"].preconditions
+    assert api.calls[-1]["call"] == "evict"
+    preconditions = api.calls[-1]["body"].delete_options.preconditions
     assert (preconditions.uid, preconditions.resource_version) == ("uid-chaos-demo-1", "91")
     assert api.deleted == [("chaos-demo", "chaos-demo-1", "uid-chaos-demo-1")]
     assert api.terminating() == ["chaos-demo-1"]
@@ -74,10 +75,10 @@ def test_delete_sends_uid_and_resource_version_preconditions() -> None:
     ("uid", "resource_version"),
     [("uid-someone-else", "91"), ("uid-chaos-demo-1", "90"), ("uid-chaos-demo-1", "92")],
 )
-def test_a_pod_that_is_not_the_one_listed_is_not_deleted(uid: str, resource_version: str) -> None:
+def test_a_pod_that_is_not_the_one_listed_is_not_evicted(uid: str, resource_version: str) -> None:
     api = FakeApi(pods=three_healthy())
     with pytest.raises(kube.KubeError) as refused:
-        kube.delete_pod(
+        kube.evict_pod(
             api,  # type: ignore[arg-type]
             namespace="chaos-demo",
             name="chaos-demo-1",
@@ -89,7 +90,7 @@ def test_a_pod_that_is_not_the_one_listed_is_not_deleted(uid: str, resource_vers
     assert api.terminating() == []
 
 
-def test_a_second_delete_with_the_listed_version_is_a_conflict() -> None:
+def test_a_second_eviction_with_the_listed_version_is_a_conflict() -> None:
     # What a racing press would send: the pod is already Terminating since its list.
     api = FakeApi(pods=three_healthy())
     args: dict[str, Any] = {
@@ -98,9 +99,9 @@ def test_a_second_delete_with_the_listed_version_is_a_conflict() -> None:
         "uid": "uid-chaos-demo-0",
         "resource_version": "90",
     }
-    kube.delete_pod(api, **args)  # type: ignore[arg-type]
+    kube.evict_pod(api, **args)  # type: ignore[arg-type]
     with pytest.raises(kube.KubeError, match="conflict"):
-        kube.delete_pod(api, **args)  # type: ignore[arg-type]
+        kube.evict_pod(api, **args)  # type: ignore[arg-type]
     assert len(api.deleted) == 1
 
 
@@ -125,7 +126,10 @@ def test_list_asks_for_the_namespace_and_selector_only() -> None:
         (ApiException(status=409, reason="Conflict"), "conflict"),
         (ApiException(status=500, reason="Internal"), "server_error"),
         (ApiException(status=503, reason="Unavailable"), "server_error"),
-        (ApiException(status=429, reason="Too Many"), "api_error"),
+        # Flow control's 429 names no budget: not the budget's refusal.
+        (ApiException(status=429, reason="Too Many", body='{"code": 429}'), "throttled"),
+        (ApiException(status=429, reason="Too Many", body="not json"), "throttled"),
+        (budget_refusal(), "disruption_budget"),
         (urllib3.exceptions.ReadTimeoutError(None, "/", "read timed out"), "timeout"),
         (
             urllib3.exceptions.MaxRetryError(
@@ -149,7 +153,7 @@ def test_client_errors_become_kube_errors(error: BaseException, reason: str) -> 
     with pytest.raises(kube.KubeError) as listing:
         kube.list_pods(api, namespace="n", selector="a=b")  # type: ignore[arg-type]
     with pytest.raises(kube.KubeError) as deleting:
-        kube.delete_pod(api, namespace="n", name="a", uid="u", resource_version="1")  # type: ignore[arg-type]
+        kube.evict_pod(api, namespace="n", name="a", uid="u", resource_version="1")  # type: ignore[arg-type]
     assert listing.value.reason == deleting.value.reason == reason
 
 

@@ -9,7 +9,8 @@ import pytest
 from chaos import kube
 from chaos.eventwatch import FORBIDDEN_PAUSE_S, EventWatch
 from chaos.narration import MAX_SHOWN, EventFeed, narrate
-from tests.chaos.fakes import T0, stamp
+from chaos.pods import pod_from_dict
+from tests.chaos.fakes import T0, pod, pod_dict, stamp
 
 
 def k8s_event(
@@ -74,6 +75,43 @@ def test_the_feed_shows_the_latest_oldest_first() -> None:
     assert feed.apply("ADDED", k8s_event("Killing", uid="old", seconds=-5)) is False
     feed.unavailable()
     assert feed.recent() is None
+
+
+def test_an_evicted_pod_is_told_once_and_survives_a_relist_of_events() -> None:
+    # The Eviction API writes no Event; the pod's DisruptionTarget condition says it.
+    feed = EventFeed()
+    victim = pod("chaos-demo-abc-x1", uid="v1")
+    evicted = pod_from_dict(
+        {
+            **pod_dict("chaos-demo-abc-x1", uid="v1"),
+            "status": {
+                "phase": "Running",
+                "conditions": [
+                    {
+                        "type": "DisruptionTarget",
+                        "status": "True",
+                        "reason": "EvictionByEvictionAPI",
+                    }
+                ],
+            },
+        }
+    )
+    assert evicted.evicted
+    assert not victim.evicted
+    assert feed.note_eviction(evicted, T0) is False, "told before the feed can be shown"
+    feed.reset([k8s_event("Scheduled", uid="e1")])
+    assert feed.note_eviction(victim, T0) is False
+    assert feed.note_eviction(evicted, T0 + timedelta(seconds=1)) is True
+    assert feed.note_eviction(evicted, T0 + timedelta(seconds=2)) is False
+    told = feed.recent()
+    assert told is not None
+    assert told[-1] == {
+        "at": (T0 + timedelta(seconds=1)).isoformat(),
+        "reason": "Evicted",
+        "text": "chaos-demo-abc-x1 was evicted: its disruption budget allowed it",
+    }
+    feed.reset([k8s_event("Scheduled", uid="e1")])
+    assert feed.recent() == told
 
 
 class ScriptedEvents:

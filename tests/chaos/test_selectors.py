@@ -111,9 +111,7 @@ def test_a_kill_refreshes_the_cached_history_at_once(cluster: FakeApi) -> None:
     assert [e["pod"] for e in chaos_summary()["recent"]] == ["chaos-demo-old"]
     assert cache.get(HISTORY_KEY) is not None
 
-    event = chaos_unleash(
-        client_hash="h", namespace="chaos-demo", selector="app=chaos-demo", min_ready=2
-    )
+    event = chaos_unleash(client_hash="h", namespace="chaos-demo", selector="app=chaos-demo")
     assert event.outcome == "deleted"
     assert [e["pod"] for e in chaos_summary()["recent"]] == [event.pod_name, "chaos-demo-old"]
 

@@ -1,8 +1,8 @@
 """The chaos service under a crowd: the kill lock, and what gets recorded.
 
 Threads stand in for ASGI requests (Django runs each sync view in a thread of its own);
-the fake apiserver keeps the rules a real one does (tests/chaos/fakes.py), and the lock
-lives in the cache, here the in-process LocMem one (atomic `add`, like Redis' SET NX).
+the fake apiserver keeps the rules a real one does (tests/chaos/fakes.py), its disruption
+budget included, and the lock is redis-py's on an in-process fakeredis.
 """
 
 from __future__ import annotations
@@ -13,14 +13,22 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import fakeredis
 import pytest
-from django.core.cache import cache
+import redis
 from django.db import connection
 
 from chaos import kube, services
 from chaos.models import ChaosEvent
-from chaos.services import KILL_LOCK_KEY, KillLockBusy, chaos_unleash, kill_lock
+from chaos.services import (
+    KILL_LOCK_KEY,
+    KillLockBusy,
+    KillLockUnavailable,
+    chaos_unleash,
+    kill_lock,
+)
 from tests.chaos.fakes import FakeApi, three_healthy
+from tests.conftest import free_port
 
 CROWD = 12
 
@@ -38,7 +46,6 @@ def crowd_presses(api: FakeApi, monkeypatch: pytest.MonkeyPatch) -> list[str]:
                 client_hash=f"visitor-{i}",
                 namespace="chaos-demo",
                 selector="app=chaos-demo",
-                min_ready=2,
             )
             results.append(event.outcome)
         except KillLockBusy:
@@ -57,9 +64,12 @@ def crowd_presses(api: FakeApi, monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_crowd_of_presses_kills_exactly_one_pod(monkeypatch: pytest.MonkeyPatch) -> None:
-    # A slow list widens the window between list and delete, where presses used to race.
-    api = FakeApi(pods=three_healthy(), list_delay_s=0.05)
+def test_a_crowd_of_presses_kills_exactly_one_pod(
+    monkeypatch: pytest.MonkeyPatch, lock_redis: fakeredis.FakeRedis
+) -> None:
+    # A slow list widens the window between list and eviction, where presses used to race.
+    # A lax budget: the lock alone is what keeps this crowd to one kill.
+    api = FakeApi(pods=three_healthy(), list_delay_s=0.05, max_unavailable=3)
     results = crowd_presses(api, monkeypatch)
     assert sorted(set(results)) <= ["busy", "deleted", "refused"], results
     assert results.count("deleted") == 1
@@ -67,52 +77,109 @@ def test_a_crowd_of_presses_kills_exactly_one_pod(monkeypatch: pytest.MonkeyPatc
     assert len(api.terminating()) == 1
     deleted = ChaosEvent.objects.filter(outcome="deleted")
     assert [(e.pod_name, e.pod_uid) for e in deleted] == [api.deleted[0][1:]]
-    assert cache.get(KILL_LOCK_KEY) is None
+    assert lock_redis.get(KILL_LOCK_KEY) is None
 
 
 @pytest.mark.django_db(transaction=True)
-def test_without_the_lock_the_same_crowd_stacks_kills(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_without_the_lock_a_lax_budget_lets_the_crowd_stack_kills(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     # The test above can fail: with the lock taken away, the fake sees several kills.
-    @contextlib.contextmanager
-    def no_lock() -> Iterator[float]:
-        yield float("inf")
-
     monkeypatch.setattr(services, "kill_lock", no_lock)
-    api = FakeApi(pods=three_healthy(), list_delay_s=0.05)
+    api = FakeApi(pods=three_healthy(), list_delay_s=0.05, max_unavailable=3)
     results = crowd_presses(api, monkeypatch)
     assert len(api.terminating()) > 1, results
 
 
-def test_the_lock_is_exclusive_and_released() -> None:
+@pytest.mark.django_db(transaction=True)
+def test_without_the_lock_the_budget_alone_keeps_one_pod_down(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Another copy of the app with its own lock is this: presses no lock orders. The
+    # apiserver's budget lets one eviction through; the others are recorded as its refusal.
+    monkeypatch.setattr(services, "kill_lock", no_lock)
+    api = FakeApi(pods=three_healthy(), list_delay_s=0.05)
+    results = crowd_presses(api, monkeypatch)
+    # The fake apiserver is the ground truth; a row may fail to be written when SQLite's
+    # in-memory test database meets twelve writers at once, which is not under test.
+    assert len(api.deleted) == 1, results
+    assert len(api.terminating()) == 1
+    assert results.count("deleted") <= 1, results
+    assert results.count("budget_refused") >= 1, results
+    refused = ChaosEvent.objects.filter(outcome="budget_refused")
+    assert {e.reason for e in refused} == {"disruption_budget"}
+    assert all(e.pod_name and e.deleted_at is None for e in refused)
+    assert set(results) <= {"deleted", "budget_refused", "refused"} | {
+        r for r in results if "database table is locked" in r
+    }
+
+
+@contextlib.contextmanager
+def no_lock() -> Iterator[float]:
+    yield float("inf")
+
+
+def test_the_lock_is_exclusive_and_released(lock_redis: fakeredis.FakeRedis) -> None:
     with kill_lock(), pytest.raises(KillLockBusy), kill_lock():
         pass
     with kill_lock():
-        pass
-    assert cache.get(KILL_LOCK_KEY) is None
+        assert lock_redis.ttl(KILL_LOCK_KEY) > 0, "a lock that a crash would never free"
+    assert lock_redis.get(KILL_LOCK_KEY) is None
 
 
-def test_an_expired_lock_is_not_released_by_its_old_holder(
-    monkeypatch: pytest.MonkeyPatch,
+def test_a_lock_taken_over_by_another_press_is_left_alone(
+    lock_redis: fakeredis.FakeRedis,
 ) -> None:
-    # Past its TTL the key may be another press's: the old holder leaves it alone.
-    real = time.monotonic
+    # Ours expired (or Redis restarted) and the next press holds the key now: releasing
+    # ours must not free theirs.
     with kill_lock():
-        cache.set(KILL_LOCK_KEY, "the next press", 30)
-        monkeypatch.setattr(
-            services.time, "monotonic", lambda: real() + services.KILL_LOCK_TTL_S + 1
-        )
-    assert cache.get(KILL_LOCK_KEY) == "the next press"
+        lock_redis.set(KILL_LOCK_KEY, "the next press", ex=30)
+    assert lock_redis.get(KILL_LOCK_KEY) == b"the next press"
 
 
-def test_a_lock_taken_over_after_a_store_restart_is_left_alone() -> None:
-    with kill_lock():
-        cache.set(KILL_LOCK_KEY, "someone after a restart", 30)
-    assert cache.get(KILL_LOCK_KEY) == "someone after a restart"
+def test_an_unreachable_lock_store_refuses(monkeypatch: pytest.MonkeyPatch) -> None:
+    dead = redis.Redis(port=free_port(), socket_connect_timeout=0.2)
+    monkeypatch.setattr(services, "lock_store", lambda: dead)
+    with pytest.raises(KillLockUnavailable), kill_lock():
+        pytest.fail("entered without a lock")
 
 
 @pytest.mark.django_db
-def test_no_delete_without_enough_lock_left(monkeypatch: pytest.MonkeyPatch) -> None:
-    # A list that took so long that the slowest delete could outlive the lock: refuse.
+def test_the_budget_is_spent_only_by_the_press_that_holds_the_lock(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    api = FakeApi(pods=three_healthy())
+    monkeypatch.setattr(kube, "core_api", lambda: api)
+    spent: list[str] = []
+    with kill_lock(), pytest.raises(KillLockBusy):
+        chaos_unleash(
+            client_hash="h",
+            namespace="chaos-demo",
+            selector="app=chaos-demo",
+            spend=lambda: spent.append("busy press"),
+        )
+    assert spent == []
+
+    class Spent(Exception):
+        pass
+
+    def refuse() -> None:
+        spent.append("lock holder")
+        raise Spent
+
+    with pytest.raises(Spent):
+        chaos_unleash(
+            client_hash="h", namespace="chaos-demo", selector="app=chaos-demo", spend=refuse
+        )
+    assert spent == ["lock holder"]
+    assert api.deleted == []
+    assert not ChaosEvent.objects.exists()
+    assert [c["call"] for c in api.calls] == [], "the cluster was asked after the budget said no"
+
+
+@pytest.mark.django_db
+def test_no_eviction_without_enough_lock_left(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A list that took so long that the slowest eviction could outlive the lock: refuse.
     api = FakeApi(pods=three_healthy())
     real = time.monotonic
     clock = {"skew": 0.0}
@@ -129,7 +196,6 @@ def test_no_delete_without_enough_lock_left(monkeypatch: pytest.MonkeyPatch) -> 
         client_hash="h",
         namespace="chaos-demo",
         selector="app=chaos-demo",
-        min_ready=2,
     )
     assert (event.outcome, event.reason) == ("failed", "timeout")
     assert api.deleted == []

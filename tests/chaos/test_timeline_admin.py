@@ -43,7 +43,7 @@ def test_staff_see_each_kill_s_phases_and_which_were_not_seen() -> None:
 
     listing = client.get(reverse("admin:chaos_chaosevent_changelist")).text
     assert "controller 0.06 s · scheduler 0.30 s · kubelet 2.26 s · probe 0.00 s" in listing
-    assert "victim&#x27;s shutdown 1.59 s" in listing
+    assert "evicted pod&#x27;s shutdown 1.59 s" in listing
     assert "probe 0.50 s" in listing
     assert "(partial: created, scheduled, started, terminated not seen)" in listing
     detail = client.get(reverse("admin:chaos_chaosevent_change", args=[one.pk])).text

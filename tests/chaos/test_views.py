@@ -5,18 +5,18 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import django_ratelimit.core
 import fakeredis
 import pytest
 import redis
 import urllib3
-from django.core.cache import cache
 from django.test import Client, override_settings
 from kubernetes.client.exceptions import ApiException
 from prometheus_client import REGISTRY
 
-from chaos import ratelimit
+from chaos import services
 from chaos.models import ChaosEvent
-from chaos.services import client_hash
+from chaos.services import KILL_LOCK_KEY, client_hash
 from tests.chaos.fakes import FakeApi, pod_dict, three_healthy
 from tests.conftest import free_port
 
@@ -36,12 +36,17 @@ class Clock:
 
 @pytest.fixture(autouse=True)
 def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    # django-ratelimit's windows follow its clock; the counters live in the LocMem cache
+    # here (the real Redis one: tests/integration).
     frozen = Clock()
-    monkeypatch.setattr(ratelimit, "time", frozen)
-    # The budgets' Lua script, run by fakeredis (on the real Redis: tests/integration).
-    server = fakeredis.FakeServer()
-    monkeypatch.setattr(ratelimit, "store", lambda: fakeredis.FakeRedis(server=server))
+    monkeypatch.setattr(django_ratelimit.core, "time", frozen)
     return frozen
+
+
+# The look always refuses (no pod matches), so budgets are spent and no pod dies.
+NOTHING_TO_KILL = {"CHAOS_SELECTOR": "app=nothing-here"}
+# Bursts allowed, so a test of the long window is not cut short by the short one.
+NO_BURST_LIMIT = {"CHAOS_BURST_PER_IP": "1000/10s"}
 
 
 def post(client: Client | None = None, **extra: Any) -> Any:
@@ -78,13 +83,30 @@ def test_the_raw_ip_is_never_stored(cluster: FakeApi) -> None:
     assert "203.0.113.7" not in stored
 
 
-def test_refuses_when_too_few_are_healthy(cluster: FakeApi) -> None:
+def test_the_disruption_budget_refusing_is_its_own_answer(cluster: FakeApi) -> None:
+    # One pod not Ready: the app's look passes, the apiserver's budget says no.
     cluster.pods[0] = pod_dict("chaos-demo-0", ready=False)
+    before = attempts("budget_refused")
     response = post()
     assert response.status_code == 409
-    assert response.json()["error"] == "not_enough_healthy"
+    assert response.json() == {"ok": False, "error": "disruption_budget"}
     assert cluster.deleted == []
-    assert ChaosEvent.objects.get().reason == "not_enough_healthy"
+    event = ChaosEvent.objects.get()
+    assert (event.outcome, event.reason) == ("budget_refused", "disruption_budget")
+    assert event.pod_name in {"chaos-demo-1", "chaos-demo-2"}
+    assert event.deleted_at is None
+    assert attempts("budget_refused") == before + 1
+
+
+def test_a_429_that_is_not_the_budget_is_a_503(cluster: FakeApi) -> None:
+    # The apiserver's own flow control also answers 429, naming no budget.
+    cluster.delete_error = ApiException(status=429, reason="Too Many Requests", body="{}")
+    response = post()
+    assert response.status_code == 503
+    assert (ChaosEvent.objects.get().outcome, ChaosEvent.objects.get().reason) == (
+        "failed",
+        "throttled",
+    )
 
 
 def test_refuses_while_a_pod_is_terminating(cluster: FakeApi) -> None:
@@ -109,6 +131,7 @@ def test_a_victim_replaced_under_us_is_a_refusal(cluster: FakeApi, status: int) 
     [
         ("list", ApiException(status=403, reason="Forbidden"), "forbidden"),
         ("delete", ApiException(status=403, reason="Forbidden"), "forbidden"),
+        ("delete", ApiException(status=400, reason="Bad Request"), "api_error"),
         ("list", ApiException(status=404), "not_found"),
         ("list", ApiException(status=500), "server_error"),
         ("delete", ApiException(status=503), "server_error"),
@@ -184,41 +207,68 @@ def test_csrf_failures_outside_the_api_keep_djangos_page() -> None:
 # --- rate limits -----------------------------------------------------------------------
 
 
-@override_settings(CHAOS_MIN_READY=3)  # the guard refuses: budgets are spent, no pod dies
-def test_the_fourth_press_in_a_minute_is_rate_limited(cluster: FakeApi) -> None:
+@override_settings(**NOTHING_TO_KILL, **NO_BURST_LIMIT)
+def test_the_fourth_press_in_a_window_is_rate_limited(cluster: FakeApi) -> None:
     codes = [post().status_code for _ in range(4)]
     assert codes == [409, 409, 409, 429]
     response = post()
     body = response.json()
     assert body["ok"] is False
     assert body["error"] == "rate_limited"
-    assert 1 <= body["retry_after"] <= 61
+    assert body["scope"] == "visitor"
+    assert 1 <= body["retry_after"] <= 60
     assert response["Retry-After"] == str(body["retry_after"])
     # Rate-limited presses do not reach the cluster or the history.
     assert ChaosEvent.objects.count() == 3
     assert post(ip="198.51.100.1").status_code == 409  # another visitor is unaffected
 
 
-@override_settings(CHAOS_MIN_READY=3, CHAOS_RATE_PER_IP="3/m")
+@override_settings(**NOTHING_TO_KILL, CHAOS_RATE_PER_IP="3/m", CHAOS_BURST_PER_IP="2/10s")
 @pytest.mark.parametrize("start", [1_000_000.0, 1_000_000.25, 1_000_000.999, 1_000_041.5])
-def test_retry_after_is_when_the_window_resets(
-    cluster: FakeApi, clock: Clock, start: float
-) -> None:
+def test_retry_after_is_when_the_window_ends(cluster: FakeApi, clock: Clock, start: float) -> None:
     clock.now = start
-    for _ in range(3):
-        post()
-    retry_after = int(post()["Retry-After"])
+    codes = []
+    while len(codes) < 3:
+        response = post()
+        codes.append(response.status_code)
+        if response.status_code == 429:
+            # The short window: wait it out as told, then go on.
+            codes.pop()
+            clock.now += int(response["Retry-After"])
+    first_refusal = post()
+    assert first_refusal.status_code == 429
+    retry_after = int(first_refusal["Retry-After"])
     clock.now += retry_after - 1
     assert post().status_code == 429, "still inside the window one second early"
     clock.now += 1
     assert post().status_code == 409, "a fresh window after Retry-After seconds"
 
 
+@override_settings(**NOTHING_TO_KILL, CHAOS_RATE_PER_IP="3/m", CHAOS_BURST_PER_IP="1/10s")
+def test_no_burst_across_a_window_edge_passes_what_the_windows_promise(
+    cluster: FakeApi, clock: Clock
+) -> None:
+    # A visitor presses every half second for ten minutes. The promise (contract.md): at
+    # most 3 in each of the visitor's minute windows and 1 in each 10 s one, so never
+    # more than 2 in any 10 s and never more than 6 in any 60 s, however the edges fall.
+    passed = []
+    start = clock.now
+    while clock.now < start + 600:
+        if post().status_code != 429:
+            passed.append(clock.now)
+        clock.now += 0.5
+    for i, at in enumerate(passed):
+        assert sum(1 for t in passed[i:] if t < at + 10) <= 2, passed
+        assert sum(1 for t in passed[i:] if t < at + 60) <= 6, passed
+    # And the budget is really given: 3 a minute, give or take an edge.
+    assert 27 <= len(passed) <= 33, len(passed)
+
+
 # X-Forwarded-For without a trusted proxy: tests/integration/test_chaos_api.py, through
 # daphne, which hands the view the socket address.
 
 
-@override_settings(CHAOS_MIN_READY=3, TRUSTED_PROXY_COUNT=1)
+@override_settings(**NOTHING_TO_KILL, **NO_BURST_LIMIT, TRUSTED_PROXY_COUNT=1)
 def test_a_spoofed_leftmost_forwarded_entry_gives_no_fresh_budget(cluster: FakeApi) -> None:
     # The proxy (socket 10.0.0.1) appended the real client 203.0.113.7; the visitor
     # prepended a different fake address each time.
@@ -231,7 +281,7 @@ def test_a_spoofed_leftmost_forwarded_entry_gives_no_fresh_budget(cluster: FakeA
     assert post(ip="10.0.0.1", HTTP_X_FORWARDED_FOR="203.0.113.8").status_code == 409
 
 
-@override_settings(CHAOS_MIN_READY=3)
+@override_settings(**NOTHING_TO_KILL, **NO_BURST_LIMIT)
 def test_ipv6_visitors_are_limited_per_56(cluster: FakeApi) -> None:
     codes = [post(ip=f"2001:db8:1:{i:x}::1").status_code for i in range(1, 5)]
     assert codes == [409, 409, 409, 429]
@@ -239,30 +289,56 @@ def test_ipv6_visitors_are_limited_per_56(cluster: FakeApi) -> None:
 
 
 @override_settings(
-    CHAOS_MIN_READY=3, CHAOS_RATE_PER_IP="100/m", CHAOS_RATE_GLOBAL="5/m", TRUSTED_PROXY_COUNT=1
+    **NOTHING_TO_KILL, CHAOS_RATE_PER_IP="100/m", CHAOS_RATE_GLOBAL="5/m", TRUSTED_PROXY_COUNT=1
 )
 def test_the_global_budget_holds_across_visitors(cluster: FakeApi) -> None:
-    codes = [
-        post(ip="10.0.0.1", HTTP_X_FORWARDED_FOR=f"198.51.100.{i}").status_code for i in range(8)
-    ]
-    assert codes == [409] * 5 + [429] * 3
+    answers = [post(ip="10.0.0.1", HTTP_X_FORWARDED_FOR=f"198.51.100.{i}") for i in range(8)]
+    assert [a.status_code for a in answers] == [409] * 5 + [429] * 3
+    assert {a.json()["scope"] for a in answers[5:]} == {"global"}
 
 
-@override_settings(CHAOS_MIN_READY=3, CHAOS_RATE_PER_IP="2/m", CHAOS_RATE_GLOBAL="3/m")
+@override_settings(**NOTHING_TO_KILL, CHAOS_RATE_PER_IP="2/m", CHAOS_RATE_GLOBAL="3/m")
 def test_one_visitor_over_their_limit_does_not_spend_the_global_budget(cluster: FakeApi) -> None:
-    assert [post(ip="203.0.113.7").status_code for _ in range(6)] == [409, 409] + [429] * 4
+    assert [post(ip="203.0.113.7").status_code for _ in range(6)] == [409] + [429] * 5
     assert post(ip="198.51.100.1").status_code == 409
+    assert post(ip="198.51.100.2").status_code == 409
+    assert post(ip="198.51.100.3").json()["scope"] == "global"
+
+
+@override_settings(CHAOS_RATE_GLOBAL="2/m", TRUSTED_PROXY_COUNT=1)
+def test_busy_presses_do_not_spend_the_global_budget(
+    cluster: FakeApi, lock_redis: fakeredis.FakeRedis
+) -> None:
+    # Another press holds the kill lock: a crowd of twenty is answered "busy", and the
+    # budget of two kills is still whole for the next presses.
+    lock_redis.set(KILL_LOCK_KEY, "another press", ex=30)
+    answers = [post(ip="10.0.0.1", HTTP_X_FORWARDED_FOR=f"198.51.100.{i}") for i in range(20)]
+    assert {(a.status_code, a.json()["error"]) for a in answers} == {(409, "busy")}
+    lock_redis.delete(KILL_LOCK_KEY)
+    assert post(ip="10.0.0.1", HTTP_X_FORWARDED_FOR="192.0.2.1").status_code == 200
+    cluster.pods[:] = three_healthy()  # healed
+    assert post(ip="10.0.0.1", HTTP_X_FORWARDED_FOR="192.0.2.2").status_code == 200
+    cluster.pods[:] = three_healthy()
+    third = post(ip="10.0.0.1", HTTP_X_FORWARDED_FOR="192.0.2.3")
+    assert (third.status_code, third.json()["scope"]) == (429, "global")
 
 
 def test_a_rate_limit_store_outage_is_a_503_not_an_open_door(
     cluster: FakeApi, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    dead = redis.Redis(port=free_port(), socket_connect_timeout=1)
-    monkeypatch.setattr(ratelimit, "store", lambda: dead)
+    class Down:
+        def add(self, *args: Any, **kwargs: Any) -> bool:
+            raise redis.ConnectionError("Connection refused")
+
+        def get(self, *args: Any, **kwargs: Any) -> Any:
+            raise redis.ConnectionError("Connection refused")
+
+    monkeypatch.setattr(django_ratelimit.core, "caches", {"default": Down()})
     response = post()
     assert response.status_code == 503
     assert response.json()["error"] == "cluster_unavailable"
     assert cluster.deleted == []
+    assert cluster.calls == []
 
 
 def test_a_database_outage_is_a_503(cluster: FakeApi, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -313,10 +389,10 @@ def test_a_replacement_under_the_victims_name_is_not_deleted(cluster: FakeApi) -
     assert cluster.deleted == []
 
 
-def test_a_press_while_another_holds_the_kill_lock_is_busy(cluster: FakeApi) -> None:
-    from chaos.services import KILL_LOCK_KEY
-
-    cache.set(KILL_LOCK_KEY, "another press", 30)
+def test_a_press_while_another_holds_the_kill_lock_is_busy(
+    cluster: FakeApi, lock_redis: fakeredis.FakeRedis
+) -> None:
+    lock_redis.set(KILL_LOCK_KEY, "another press", ex=30)
     before = attempts("busy")
     response = post()
     assert response.status_code == 409
@@ -324,33 +400,28 @@ def test_a_press_while_another_holds_the_kill_lock_is_busy(cluster: FakeApi) -> 
     assert cluster.calls == [], "a busy press never reaches the cluster"
     assert not ChaosEvent.objects.exists()
     assert attempts("busy") == before + 1
-    assert cache.get(KILL_LOCK_KEY) == "another press", "the holder's lock is left alone"
+    assert lock_redis.get(KILL_LOCK_KEY) == b"another press", "the holder's lock is left alone"
 
 
 @pytest.mark.parametrize("where", ["list", "delete"])
-def test_the_kill_lock_is_released_after_every_press(cluster: FakeApi, where: str) -> None:
-    from chaos.services import KILL_LOCK_KEY
-
+def test_the_kill_lock_is_released_after_every_press(
+    cluster: FakeApi, lock_redis: fakeredis.FakeRedis, where: str
+) -> None:
     assert post(ip="203.0.113.1").status_code == 200
-    assert cache.get(KILL_LOCK_KEY) is None
+    assert lock_redis.get(KILL_LOCK_KEY) is None
     cluster.pods[:] = three_healthy()  # healed
     setattr(cluster, f"{where}_error", ApiException(status=500))
     assert post(ip="203.0.113.2").status_code == 503
-    assert cache.get(KILL_LOCK_KEY) is None
+    assert lock_redis.get(KILL_LOCK_KEY) is None
 
 
 def test_a_kill_lock_store_outage_is_a_503_and_no_kill(
     cluster: FakeApi, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # The rate-limit counters answer; only the lock's SET NX fails, as when Redis goes
+    # The rate-limit counters answer; only the lock's store is gone, as when Redis goes
     # away between the two.
-    from chaos import services
-
-    class LockStoreDown:
-        def add(self, *args: Any, **kwargs: Any) -> bool:
-            raise redis.ConnectionError("Connection refused")
-
-    monkeypatch.setattr(services, "cache", LockStoreDown())
+    dead = redis.Redis(port=free_port(), socket_connect_timeout=0.2)
+    monkeypatch.setattr(services, "lock_store", lambda: dead)
     response = post()
     assert response.status_code == 503
     assert response.json() == {"ok": False, "error": "cluster_unavailable"}

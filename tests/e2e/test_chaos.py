@@ -2,8 +2,9 @@
 
 tests/e2e/test_dashboard.py walks the page's side of a kill (messages, countdown,
 history). This one holds the backend to its word in a real browser: every viewer sees the
-same kill, the recovery time a viewer reads is the one recorded for the event, and no real
-node name reaches any page.
+same kill, the recovery time a viewer reads is the one recorded for the event, no real
+node name reaches any page, and when Kubernetes' disruption budget refuses the eviction
+the visitor reads that, in words, on the page and in the live feed.
 """
 
 from __future__ import annotations
@@ -15,7 +16,14 @@ from typing import Any
 import pytest
 import redis
 
-from tests.chaos.stack import events, wait_healthy
+from tests.chaos.stack import (
+    events,
+    pods,
+    restore_budget,
+    set_max_unavailable,
+    wait_budget,
+    wait_healthy,
+)
 from tests.conftest import Devstack, RedisDb, StartProcess, free_port, manage
 from tests.e2e.conftest import until
 from tests.e2e.test_dashboard import (
@@ -85,6 +93,10 @@ def test_every_viewer_sees_the_kill_and_the_recovery_the_backend_measured(
             html = page.content()
             assert "kwok-node" not in html, "a real node name reached the page"
         onlooker.screenshot(path=str(artifacts / "chaos-e2e-healed.png"), full_page=True)
+        # Kubernetes writes no Event for an eviction; the narrated feed tells it from the
+        # victim's DisruptionTarget condition.
+        for page in (clicker, onlooker):
+            assert f"{victim} was evicted" in (page.text_content("#k8s-events") or "")
 
         row = next(e for e in events(devstack) if e["pod_name"] == victim)
         assert row["outcome"] == "deleted"
@@ -93,4 +105,49 @@ def test_every_viewer_sees_the_kill_and_the_recovery_the_backend_measured(
     finally:
         for context in contexts:
             context.close()
+    wait_healthy(devstack)
+
+
+BUDGET_WORDS = "Kubernetes refused: the disruption budget allows only one pod down at a time"
+
+
+def test_kubernetes_refusing_the_eviction_is_said_in_words_on_the_page_and_in_the_feed(
+    devstack: Devstack,
+    app_env: dict[str, str],
+    start_process: StartProcess,
+    browser: Any,
+    artifacts: Path,
+) -> None:
+    # A budget that allows no pod down: the app's own look passes (3/3 Ready), and the
+    # apiserver refuses the eviction. What the visitor reads is Kubernetes' answer.
+    start_process(manage("poll_metrics"), app_env, name="poller")
+    start_process(manage("watch_pods"), app_env, name="watcher")
+    port = free_port()
+    start_web(app_env, start_process, port)
+    url = f"http://127.0.0.1:{port}"
+    before = {p["metadata"]["uid"] for p in pods(devstack)}
+    context = browser.new_context(extra_http_headers=visitor())
+    try:
+        set_max_unavailable(devstack, 0)
+        wait_budget(devstack, healthy=3, allowed=0)
+        page = context.new_page()
+        page.goto(f"{url}/infra")
+        wait_for_live(page)
+        page.click("#chaos-button")
+        page.wait_for_selector('#chaos-feed [data-refusal="disruption_budget"]', timeout=10_000)
+        message = page.text_content("#chaos-message") or ""
+        assert message == f"{BUDGET_WORDS}."
+        row = page.locator('#chaos-feed [data-refusal="disruption_budget"]').first
+        assert row.is_visible()
+        assert BUDGET_WORDS in (row.text_content() or "")
+        assert not page.is_visible(".feed-empty"), "the feed still says it is quiet"
+        page.screenshot(path=str(artifacts / "chaos-e2e-budget-refused.png"), full_page=True)
+        latest = events(devstack)[0]
+        assert (latest["outcome"], latest["reason"]) == ("budget_refused", "disruption_budget")
+        after = pods(devstack)
+        assert {p["metadata"]["uid"] for p in after} == before, "a pod died anyway"
+        assert not any(p["metadata"].get("deletionTimestamp") for p in after)
+    finally:
+        context.close()
+        restore_budget(devstack)
     wait_healthy(devstack)

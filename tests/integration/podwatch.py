@@ -1,8 +1,8 @@
 """A kubectl-style watch of the namespace the tests press in: what really got deleted.
 
 The ground truth that chaos tests and the soak benchmark hold the app's answers against:
-when each pod got its deletionTimestamp, when it was gone, and the most pods that were
-terminating at any one moment.
+when each pod got its deletionTimestamp, when it was gone, whether it was evicted, and the
+most pods that were terminating at any one moment.
 """
 
 from __future__ import annotations
@@ -22,17 +22,21 @@ from tests.conftest import SELECTOR, Devstack
 @dataclass
 class Terminations:
     """What a kubectl-style watch saw: when each pod got its deletionTimestamp, when it
-    was gone, and the most pods terminating at any one moment."""
+    was gone, which carried DisruptionTarget / EvictionByEvictionAPI (evicted), and the
+    most pods terminating at any one moment."""
 
     pods: dict[str, Pod] = field(default_factory=dict)
     since: dict[str, float] = field(default_factory=dict)
     gone: dict[str, float] = field(default_factory=dict)
     names: dict[str, str] = field(default_factory=dict)
+    evicted: set[str] = field(default_factory=set)
     most: int = 0
     most_names: list[str] = field(default_factory=list)
 
     def apply(self, kind: str, pod: Pod, now: float) -> None:
         self.names[pod.uid] = pod.name
+        if pod.evicted:
+            self.evicted.add(pod.uid)
         if kind == "DELETED":
             self.pods.pop(pod.uid, None)
             self.gone.setdefault(pod.uid, now)

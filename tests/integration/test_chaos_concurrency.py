@@ -1,9 +1,12 @@
 """A crowd presses at once, across two web processes: still one kill at a time.
 
 Real daphne processes sharing the real Redis (the kill lock) and the real apiserver with
-RBAC; visitors come from many addresses through X-Forwarded-For (one trusted proxy), with
-budgets far above what the crowd spends, so the kill lock and not the rate limit is what
-is tested. A watch of our own, as the cluster admin, sees every deletionTimestamp.
+RBAC and the demo's disruption budget; visitors come from many addresses through
+X-Forwarded-For (one trusted proxy), each pressing once, so the kill lock and not the
+visitors' budgets is what is tested. Everyone's budget of kills is smaller than the crowd:
+only presses that won the lock may spend it, so the crowd's "busy" answers must leave it
+whole. A watch of our own, as the cluster admin, sees every deletionTimestamp and every
+eviction's DisruptionTarget condition.
 
 Other suites may press in the test namespace on a shared stack. Their deletions cannot be told
 from a phantom of ours, so a run that saw a deletion not matched by one of our 200s is
@@ -23,11 +26,12 @@ import pytest
 import redis
 import requests
 
-from chaos import ratelimit
+from chaos.services import KILL_LOCK_KEY
 from tests.chaos.stack import (
     NAMESPACE,
     chaos_session,
     events,
+    flush_test_redis,
     pods,
     press,
     wait_healthy,
@@ -42,11 +46,18 @@ WebServer = Callable[..., str]
 VISITORS = 24
 WAVES = 6
 ATTEMPTS = 3
+# Fewer kills for everyone than half the presses of one run (WAVES * VISITORS): spent by
+# every press, busy or not, it would be gone within the run, whichever way the hour's
+# window edge falls, and presses would get 429.
+GLOBAL_KILLS = 60
 CROWD_SETTINGS = {
     "TRUSTED_PROXY_COUNT": "1",
     "CHAOS_RATE_PER_IP": "1000/m",
-    "CHAOS_RATE_GLOBAL": "100000/m",
+    "CHAOS_BURST_PER_IP": "1000/10s",
+    "CHAOS_RATE_GLOBAL": f"{GLOBAL_KILLS}/h",
 }
+# django-ratelimit's counters, under the cache's key prefix and version.
+BUDGET_KEYS = "infra:1:rl:*"
 
 
 def crowd(urls: list[str], first_address: int) -> list[requests.Response]:
@@ -87,6 +98,8 @@ class Run:
 
 
 def one_run(devstack: Devstack, urls: list[str], addresses: Iterator[int]) -> Run:
+    # Everyone's budget of kills whole at the start of each run.
+    flush_test_redis(devstack)
     wait_healthy(devstack)
     last_id = max((row["id"] for row in events(devstack)), default=0)
     watch = PodWatch(devstack)
@@ -114,7 +127,8 @@ def test_a_crowd_on_two_web_processes_kills_one_pod_at_a_time(
         statuses = sorted(status for wave in run.answers for status, _ in wave)
         errors = sorted({str(body.get("error")) for wave in run.answers for _, body in wave})
         print(
-            f"attempt {attempt}: {len(statuses)} presses, {len(run.kills)} kills, "
+            f"attempt {attempt}: {len(statuses)} presses, {len(run.kills)} kills "
+            f"(evictions accepted), "
             f"statuses {dict((s, statuses.count(s)) for s in set(statuses))}, "
             f"errors {errors}, most terminating at once {run.seen.most} "
             f"{run.seen.most_names}, foreign deletions {len(run.foreign)}"
@@ -126,7 +140,15 @@ def test_a_crowd_on_two_web_processes_kills_one_pod_at_a_time(
             assert sum(status == 200 for status, _ in wave) <= 1, wave
             for status, body in wave:
                 if status == 409:
-                    assert body["error"] in {"busy", "not_enough_healthy"}, body
+                    assert body["error"] in {"busy", "not_enough_healthy", "disruption_budget"}
+        # The busy answers spent nothing of everyone's budget: only the presses that won
+        # the lock did, and they are far fewer than the budget, the crowd far more.
+        answers = [body for wave in run.answers for _, body in wave]
+        busy = sum(1 for body in answers if body.get("error") == "busy")
+        assert len(answers) - busy < GLOBAL_KILLS < len(answers) // 2
+        assert 429 not in statuses, "busy presses spent everyone's budget of kills"
+        # Every 200 is a real eviction: Kubernetes marked the victim DisruptionTarget.
+        assert run.our_uids <= run.seen.evicted, "a 200 whose pod was not evicted"
         deleted = [row for row in run.rows if row["outcome"] == "deleted"]
         assert len(deleted) == len(run.kills), "one deleted event per 200, and no more"
         assert len({row["pod_name"] for row in deleted}) == len(deleted), "a pod killed twice"
@@ -186,12 +208,13 @@ def test_when_only_the_kill_lock_fails_a_press_is_refused_and_nothing_dies(
     admin = redis.Redis(port=private_redis.port, socket_timeout=3)
     url = web_server(REDIS_URL=private_redis.url, **CROWD_SETTINGS)
     session = chaos_session(url)
-    admin.execute_command("ACL", "SETUSER", "default", "resetkeys", f"~{ratelimit.KEY_PREFIX}:*")
+    admin.execute_command("ACL", "SETUSER", "default", "resetkeys", f"~{BUDGET_KEYS}")
     before = {p["metadata"]["uid"] for p in pods(devstack)}
     last_id = max((row["id"] for row in events(devstack)), default=0)
     answers = [press(session, url, **{"X-Forwarded-For": f"198.18.201.{i}"}) for i in range(3)]
     assert [a.status_code for a in answers] == [503] * 3, [a.text for a in answers]
-    assert admin.keys(f"{ratelimit.KEY_PREFIX}:*"), "the presses were counted: budgets answered"
+    assert admin.keys(BUDGET_KEYS), "the presses were counted: budgets answered"
+    assert not admin.keys(KILL_LOCK_KEY)
     assert_untouched(devstack, before, last_id)
 
     # The same process and visitor, once the lock's key is allowed again: a real kill.

@@ -151,6 +151,7 @@ def test_manifests_render_with_everything_a_deploy_needs(devstack: Devstack) -> 
         ("Service", "web"),
         ("Ingress", "web"),
         ("PodDisruptionBudget", "web"),
+        ("PodDisruptionBudget", "chaos-demo"),
         ("StatefulSet", "postgres"),
         ("NetworkPolicy", "default-deny"),
         ("RoleBinding", "infra-chaos-app"),
@@ -194,6 +195,17 @@ def test_manifests_render_with_everything_a_deploy_needs(devstack: Devstack) -> 
     ingress = next(d for d in docs if d["kind"] == "Ingress")
     body_size = ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/proxy-body-size"]
     assert nginx_size(body_size) == settings.REQUEST_BODY_MAX_BYTES
+    # The demo's budget covers exactly the demo Deployment's pods, one down at a time.
+    demo = next(
+        d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "chaos-demo"
+    )
+    (pdb,) = [
+        d
+        for d in docs
+        if d["kind"] == "PodDisruptionBudget" and d["metadata"]["namespace"] == CHAOS_NAMESPACE
+    ]
+    assert pdb["spec"]["maxUnavailable"] == 1
+    assert pdb["spec"]["selector"] == demo["spec"]["selector"]
     rolebinding = next(d for d in docs if d["metadata"]["name"] == "infra-chaos-app")
     assert rolebinding["metadata"]["namespace"] == CHAOS_NAMESPACE
     assert rolebinding["subjects"] == [
@@ -248,12 +260,20 @@ def test_apply_passes_restricted_pod_security_and_the_app_account_is_confined(
     assert json.loads(whoami.stdout)["status"]["userInfo"]["username"] == APP_ACCOUNT
 
     def can(verb: str, resource: str, namespace: str) -> str:
-        # `auth can-i` is a SelfSubjectAccessReview; it exits 1 on "no".
-        result = as_app(devstack, kubeconfig, "auth", "can-i", verb, resource, "-n", namespace)
-        return result.stdout.strip()
+        # `auth can-i` is a SelfSubjectAccessReview; it exits 1 on "no". A subresource is
+        # its own flag (`pods/eviction` would read as a pod named eviction).
+        resource, _, subresource = resource.partition("/")
+        extra = [f"--subresource={subresource}"] if subresource else []
+        args = ["auth", "can-i", verb, resource, *extra, "-n", namespace]
+        return as_app(devstack, kubeconfig, *args).stdout.strip()
 
-    assert can("delete", "pods", CHAOS_NAMESPACE) == "yes"
+    assert can("create", "pods/eviction", CHAOS_NAMESPACE) == "yes"
     assert can("watch", "pods", CHAOS_NAMESPACE) == "yes"
+    assert can("list", "events", CHAOS_NAMESPACE) == "yes"
+    # Evict, never delete: a delete would skip the disruption budget, which it may not touch.
+    assert can("delete", "pods", CHAOS_NAMESPACE) == "no"
+    assert can("patch", "poddisruptionbudgets.policy", CHAOS_NAMESPACE) == "no"
+    assert can("create", "pods/eviction", APP_NAMESPACE) == "no"
     assert can("delete", "pods", APP_NAMESPACE) == "no"
     assert can("get", "secrets", CHAOS_NAMESPACE) == "no"
     assert can("get", "secrets", APP_NAMESPACE) == "no"

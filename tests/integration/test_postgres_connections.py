@@ -5,7 +5,7 @@ PostgreSQL; 200 page views and presses at the same moment. Django runs each requ
 sync view in a thread of its own, so persistent connections would be left behind by
 threads that are gone; with CONN_MAX_AGE=0 each request closes its own.
 
-The presses run with CHAOS_MIN_READY=3: the guard refuses every one (and writes its row),
+The presses run with GUARD_ALWAYS_REFUSES: the guard refuses every one (and writes its row),
 so the shared cluster is left alone while the database is used.
 """
 
@@ -24,7 +24,7 @@ import redis
 import requests
 
 from chaos.selectors import HISTORY_KEY
-from tests.chaos.stack import chaos_session, flush_test_redis, press
+from tests.chaos.stack import GUARD_ALWAYS_REFUSES, chaos_session, flush_test_redis, press
 from tests.conftest import ROOT, Devstack, manage, unavailable
 
 pytestmark = pytest.mark.integration
@@ -81,9 +81,10 @@ def test_a_crowd_leaves_no_database_connections_open(
     flush_test_redis(devstack)
     overrides = {
         "DATABASE_URL": postgres_url,
-        "CHAOS_MIN_READY": "3",
+        **GUARD_ALWAYS_REFUSES,
         "TRUSTED_PROXY_COUNT": "1",
         "CHAOS_RATE_PER_IP": "1000/m",
+        "CHAOS_BURST_PER_IP": "1000/10s",
         "CHAOS_RATE_GLOBAL": "100000/m",
     }
     urls = [web_server(**overrides), web_server(**overrides)]

@@ -30,6 +30,7 @@ from dashboard import promql
 from dashboard.management.commands.poll_metrics import Command as PollMetrics
 from infra_site.worker import STANDBY_RETRY_S
 from tests.chaos.stack import (
+    GUARD_ALWAYS_REFUSES,
     NAMESPACE,
     chaos_session,
     flush_test_redis,
@@ -246,8 +247,9 @@ def test_chaos_budgets_are_shared_by_the_web_processes(
 ) -> None:
     # The guard refuses every press (409), so budgets get spent without killing pods.
     env = {
-        "CHAOS_MIN_READY": "3",
+        **GUARD_ALWAYS_REFUSES,
         "CHAOS_RATE_PER_IP": "3/m",
+        "CHAOS_BURST_PER_IP": "3/10s",
         "CHAOS_RATE_GLOBAL": "5/m",
         # As behind the ingress: the visitor is the last X-Forwarded-For entry.
         "TRUSTED_PROXY_COUNT": "1",

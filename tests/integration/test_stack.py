@@ -44,15 +44,17 @@ def wait_ready(devstack: Devstack, replicas: int = 3, timeout: int = 120) -> Non
     assert ready == str(replicas)
 
 
-def test_deleting_a_pod_as_the_chaos_account_brings_up_a_replacement(devstack: Devstack) -> None:
+def test_evicting_a_pod_as_the_chaos_account_brings_up_a_replacement(devstack: Devstack) -> None:
     wait_ready(devstack)
     api = admin_api(devstack)
     pods = api.list_namespaced_pod(NAMESPACE, label_selector=SELECTOR)
     before = {p.metadata.uid for p in pods.items}
     victim = pods.items[0].metadata.name
 
-    # The delete goes through the chaos ServiceAccount's kubeconfig, as the app's does.
-    devstack.kubectl("-n", NAMESPACE, "delete", "pod", victim, "--wait=false", admin=False)
+    # The eviction goes through the chaos ServiceAccount's kubeconfig, as the app's does.
+    chaos = client.CoreV1Api(config.new_client_from_config(config_file=devstack.chaos_kubeconfig))
+    eviction = client.V1Eviction(metadata=client.V1ObjectMeta(name=victim, namespace=NAMESPACE))
+    chaos.create_namespaced_pod_eviction(victim, NAMESPACE, body=eviction)
 
     phases: dict[str, list[str]] = {}
     stream = watch.Watch().stream(
@@ -84,7 +86,12 @@ def test_deleting_a_pod_as_the_chaos_account_brings_up_a_replacement(devstack: D
     [
         ("list", "pods", NAMESPACE, True),
         ("watch", "pods", NAMESPACE, True),
-        ("delete", "pods", NAMESPACE, True),
+        ("create", "pods/eviction", NAMESPACE, True),
+        # Evict, never delete: a delete would skip the disruption budget.
+        ("delete", "pods", NAMESPACE, False),
+        ("create", "pods/eviction", "default", False),
+        ("patch", "poddisruptionbudgets.policy", NAMESPACE, False),
+        ("delete", "poddisruptionbudgets.policy", NAMESPACE, False),
         ("list", "events", NAMESPACE, True),
         ("delete", "pods", "default", False),
         ("list", "pods", "default", False),
@@ -103,8 +110,11 @@ def test_deleting_a_pod_as_the_chaos_account_brings_up_a_replacement(devstack: D
 def test_chaos_account_permissions(
     devstack: Devstack, verb: str, resource: str, namespace: str, allowed: bool
 ) -> None:
-    # `auth can-i` asks the apiserver (a SelfSubjectAccessReview) as the chaos account.
+    # `auth can-i` asks the apiserver (a SelfSubjectAccessReview) as the chaos account;
+    # a subresource is its own flag (`pods/eviction` would read as a pod named eviction).
+    resource, _, subresource = resource.partition("/")
     args = ["auth", "can-i", verb, resource]
+    args += [f"--subresource={subresource}"] if subresource else []
     args += ["-n", namespace] if namespace else []
     answer = devstack.kubectl(*args, admin=False, check=False).stdout.strip()
     assert answer == ("yes" if allowed else "no")

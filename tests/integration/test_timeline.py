@@ -36,7 +36,7 @@ def env(devstack: Devstack) -> Iterator[dict[str, str]]:
     # by behind one that an earlier test left there.
     flush_test_redis(devstack)
     wait_healthy(devstack)
-    yield devstack.app_env(CHAOS_RATE_PER_IP="60/m")
+    yield devstack.app_env(CHAOS_RATE_PER_IP="60/m", CHAOS_BURST_PER_IP="60/10s")
     wait_healthy(devstack)
 
 
@@ -110,7 +110,7 @@ def check_against_the_apiserver(devstack: Devstack, row: dict[str, Any]) -> dict
 def test_phases_add_up_to_the_recovery_for_several_kills_and_a_watcher_restart(
     devstack: Devstack, web_server: Callable[..., str], start_process: StartProcess, env: Any
 ) -> None:
-    url = web_server(CHAOS_RATE_PER_IP="60/m")
+    url = web_server(CHAOS_RATE_PER_IP="60/m", CHAOS_BURST_PER_IP="60/10s")
     watcher = start_process(manage("watch_pods"), env, name="watcher")
     session = chaos_session(url)
     # The watcher leads and has listed before the first press.

@@ -172,7 +172,8 @@ class Command(WorkerCommand):
                 applied = event.pod is not None and self.state.apply(
                     event.type, event.pod, now=now, exact=exact
                 )
-                if applied:
+                told = event.pod is not None and self.feed.note_eviction(event.pod, now)
+                if applied or told:
                     self._publish_pods()
             if applied:
                 changed = True
