@@ -46,7 +46,8 @@ class WorkerCommand(BaseCommand):
         )
 
     def step(self) -> bool:
-        """Does one unit of work; returns whether there was work to do."""
+        """Does one unit of work; returns whether it brought fresh news (the loop does not
+        need the answer: it tells tests and `--once` scripts what the step found)."""
         raise NotImplementedError
 
     def interval(self) -> float:

@@ -169,7 +169,7 @@ def test_a_step_during_an_outage_publishes_stale_and_keeps_the_node_labels(
     prom.answers.clear()
     prom.range_answers.clear()
     with override_settings(PROMETHEUS_URL=prom.url):
-        command.step()
+        assert command.step() is False
     snapshot = latest("metrics")
     assert snapshot["stale"] is True
     assert snapshot["cpu"]["used_percent"] is None

@@ -58,4 +58,6 @@ class Command(WorkerCommand):
         if assembled.node_labels:
             remember(assembled.node_labels)
         publish("metrics", assembled.snapshot)
-        return True
+        # A round with a query unanswered still publishes (the snapshot marked stale), but
+        # brought no fresh news.
+        return not assembled.missing
