@@ -137,8 +137,8 @@ def chaos_unleash(
                 victim = choice
                 if listed + CALL_MAX_S >= deadline:
                     # Not enough lock left to cover the slowest eviction: another press
-                    # could take the lock mid-call. Never reached with TTL > 2 calls; kept
-                    # so a shorter TTL can not quietly void the one-at-a-time pacing.
+                    # could take the lock mid-call. A list can outlast CALL_MAX_S, since
+                    # the read timeout bounds each read of the answer, not the whole call.
                     raise kube.KubeError("timeout")
                 # Taken before the call: the replacement can only be created after the
                 # eviction, so the recovery timeline never starts after it exists.
