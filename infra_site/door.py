@@ -39,9 +39,11 @@ Websockets (DoorWebSocketFactory, DoorWebSocketProtocol)
     (WS_CLIENT_BYTE_RATE, burst WS_MAX_MESSAGE_BYTES), counted at the frame's header,
     before its payload is read. A socket over budget is not read any more: it gets the
     close 4400 and is dropped if still there LINGER_S later.
-  - A message or frame over WS_MAX_MESSAGE_BYTES is refused at its header (autobahn's
-    maxMessagePayloadSize / maxFramePayloadSize, set on daphne's factory: daphne's own
-    --websocket-max-* options are overridden) and the connection dropped.
+  - A frame over WS_MAX_MESSAGE_BYTES is refused at its header (autobahn's
+    maxFramePayloadSize, set on daphne's factory: daphne's --websocket-max-frame-size is
+    overridden), and so is the frame that takes a message past it; the connection is
+    dropped. (autobahn's maxMessagePayloadSize, daphne's --websocket-max-message-size,
+    limits the server's own messages too, so it stays at daphne's 1 MiB.)
   - When more than the transport's buffer (64 KiB) waits to be sent, the socket is not
     read until it drains, and once WS_SEND_BUFFER_MAX_BYTES more would be queued on top
     the connection is dropped: a client that does not read cannot grow the process.
@@ -244,6 +246,9 @@ class DoorConnection(_ProtocolWrapper):  # type: ignore[misc]
         self.transport.registerProducer(_SendBufferWatch(self), True)
 
     def send_blocked(self) -> None:
+        # Called on every write while the buffer is over: only the first one counts.
+        if self.blocked:
+            return
         self.blocked = True
         self.queued_while_blocked = 0
         self.transport.pauseProducing()
@@ -436,6 +441,7 @@ class DoorWebSocketProtocol(ws_protocol.WebSocketProtocol):  # type: ignore[misc
 
     frames: FrameBudget | None = None
     octets: FrameBudget | None = None
+    message_bytes = 0  # of the message being received so far
     flooded = False
 
     def connectionMade(self) -> None:
@@ -449,6 +455,15 @@ class DoorWebSocketProtocol(ws_protocol.WebSocketProtocol):  # type: ignore[misc
         if 0 < self.maxFramePayloadSize < length:
             super().onFrameBegin()  # autobahn refuses it (1009) and drops the connection
             return
+        opcode = self.current_frame.opcode
+        if opcode < 8:  # a data frame: the first of a message, or a continuation (0)
+            self.message_bytes = length + (self.message_bytes if opcode == 0 else 0)
+            largest = int(settings.WS_MAX_MESSAGE_BYTES)
+            if self.message_bytes > largest:
+                self._max_message_size_exceeded(
+                    self.message_bytes, largest, "message over WS_MAX_MESSAGE_BYTES"
+                )
+                return
         now = time.monotonic()
         if self.frames is None or self.octets is None:
             self.frames = FrameBudget(
@@ -497,8 +512,10 @@ class DoorWebSocketFactory(ws_protocol.WebSocketFactory):  # type: ignore[misc]
     protocol = DoorWebSocketProtocol
 
     def setProtocolOptions(self, **options: Any) -> None:
-        largest = int(settings.WS_MAX_MESSAGE_BYTES)
-        options.update(maxMessagePayloadSize=largest, maxFramePayloadSize=largest)
+        # Only the frame limit: autobahn applies maxMessagePayloadSize to the messages
+        # it sends as well, and the server's frames are larger than a viewer's (so the
+        # incoming message total is counted in onFrameBegin instead).
+        options.update(maxFramePayloadSize=int(settings.WS_MAX_MESSAGE_BYTES))
         super().setProtocolOptions(**options)
 
 

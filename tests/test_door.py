@@ -116,6 +116,11 @@ def test_autobahn_calls_the_frame_hooks_the_door_overrides() -> None:
     assert "self.processData()" in consume
     assert "maxFramePayloadSize" in autobahn_protocol.WebSocketServerProtocol.CONFIG_ATTRS
     assert "maxMessagePayloadSize" in autobahn_protocol.WebSocketServerProtocol.CONFIG_ATTRS
+    # Why the door leaves maxMessagePayloadSize alone: autobahn checks the messages it
+    # sends against it too, and the server's frames are larger than a viewer's.
+    assert "maxMessagePayloadSize < payload_len" in source(
+        autobahn_protocol.WebSocketProtocol.sendMessage
+    )
 
 
 def test_install_points_daphne_at_the_door() -> None:

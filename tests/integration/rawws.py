@@ -148,9 +148,17 @@ class Hostile:
     bytes of a wsproto event (a Ping, a Pong, a TextMessage that is not finished...), and
     `flood` writes such bytes until the server lets go."""
 
-    def __init__(self, port: int, source: str = "127.0.0.1", timeout: float = 10) -> None:
+    def __init__(
+        self,
+        port: int,
+        source: str = "127.0.0.1",
+        timeout: float = 10,
+        receive_buffer: int | None = None,
+    ) -> None:
         self.sock = socket.socket()
         self.sock.settimeout(timeout)
+        if receive_buffer is not None:  # before connecting, so the window is small
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
         self.close_code: int | None = None
         self.sent = 0
         try:

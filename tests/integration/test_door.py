@@ -9,6 +9,7 @@ and prints the figures (time to close, another client's latency, RSS).
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -175,6 +176,53 @@ def test_a_viewer_that_sends_nothing_stays(web_server: WebServer) -> None:
         assert viewer.wait_closed(2.0) is None
     finally:
         viewer.close()
+
+
+@pytest.mark.usefixtures("layer_settings")
+def test_the_servers_own_frames_may_be_larger_than_a_viewers(
+    web_server: WebServer, devstack: Devstack
+) -> None:
+    url = web_server()
+    viewer = Hostile(port_of(url), "127.0.4.7")
+    try:
+        publish("metrics", {"ts": 1, "pad": "x" * 64_000})
+        frames = b""
+        deadline = time.monotonic() + 10
+        viewer.sock.settimeout(1)
+        while len(frames) < 64_000 and time.monotonic() < deadline:
+            with contextlib.suppress(TimeoutError):
+                frames += viewer.sock.recv(1 << 20)
+    finally:
+        viewer.close()
+        flush_test_redis(devstack)
+    assert len(frames) > 64_000
+    assert viewer.close_code is None
+
+
+@pytest.mark.usefixtures("layer_settings")
+def test_a_viewer_that_never_reads_is_dropped_before_its_backlog_grows(
+    web_server: WebServer, devstack: Devstack
+) -> None:
+    url = web_server()
+    stalled = Hostile(port_of(url), "127.0.4.6", receive_buffer=4096)
+    try:
+        # 16 MB of broadcasts, far more than the 64 KiB transport buffer plus the
+        # 256 KiB of WS_SEND_BUFFER_MAX_BYTES, and than the kernel's buffers can hide.
+        pad = "x" * 16_000
+        for n in range(1000):
+            publish("metrics", {"ts": n, "pad": pad})
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if sample_sum(f"{url}/metrics", "infra_websockets_closed_total", reason="too_slow"):
+                break
+            time.sleep(0.2)
+        # What the kernel still held arrives, then the end of the connection.
+        gone = stalled.wait_closed(10)
+    finally:
+        stalled.close()
+        flush_test_redis(devstack)
+    assert sample_sum(f"{url}/metrics", "infra_websockets_closed_total", reason="too_slow") == 1
+    assert gone is not None
 
 
 # --- connections ------------------------------------------------------------------------
