@@ -16,14 +16,17 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+import yaml
 from autobahn.websocket import protocol as autobahn_protocol
 from daphne import http_protocol
 from daphne import server as daphne_server
+from django.conf import settings
 from twisted.internet import abstract
 from twisted.protocols import policies
 from twisted.web import http
 
 from infra_site import door
+from tests.conftest import ROOT
 
 
 @pytest.mark.parametrize("distribution", sorted(door.WRITTEN_FOR))
@@ -173,3 +176,14 @@ def test_undecodable_form_is_what_django_refuses(content_type: bytes, refused: b
 
 def test_no_content_type_is_not_a_form() -> None:
     assert door.undecodable_form(None) is False
+
+
+def test_the_ingress_counts_what_a_pod_behind_it_cannot() -> None:
+    # Behind the ingress a pod sees only the ingress's connections: per-visitor
+    # connection and request limits, and body buffering, must be set there.
+    ingress = yaml.safe_load((ROOT / "k8s" / "app" / "ingress.yaml").read_text())
+    annotations = ingress["metadata"]["annotations"]
+    prefix = "nginx.ingress.kubernetes.io/"
+    assert int(annotations[prefix + "limit-connections"]) > settings.WS_MAX_PER_IP
+    assert int(annotations[prefix + "limit-rps"]) > 0
+    assert annotations[prefix + "proxy-request-buffering"] == "on"

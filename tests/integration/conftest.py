@@ -306,3 +306,24 @@ def layer_settings(devstack: Devstack) -> Iterator[None]:
         },
     ):
         yield
+
+
+def big_pods_frame(pods: int) -> dict[str, object]:
+    """A pods frame (docs/contract.md) of `pods` pods: the page and the snapshot then
+    pass Django's 64 KiB response chunk, and daphne writes them in several."""
+    return {
+        "namespace": "chaos-test",
+        "desired": pods,
+        "ready": pods,
+        "pods": [
+            {
+                "name": f"chaos-demo-{n:05d}-abcde",
+                "status": "Running",
+                "ready": True,
+                "node": "Node 2",
+                "age_s": 60,
+            }
+            for n in range(pods)
+        ],
+        "events": [],
+    }

@@ -25,6 +25,7 @@ from infra_site.publish import publish
 from infra_site.wscap import CLOSE_TOO_CHATTY
 from tests.chaos.stack import flush_test_redis
 from tests.conftest import Devstack, StartProcess, daphne_command, free_port, wait_http
+from tests.integration.conftest import big_pods_frame
 from tests.integration.rawws import Hostile, raise_fd_limit
 from tests.integration.scrape import sample_sum
 
@@ -378,27 +379,6 @@ def raw_answer(port: int, request: bytes) -> tuple[bytes, bytes]:
             data += chunk
     head, _, body = data.partition(b"\r\n\r\n")
     return head, body
-
-
-def big_pods_frame(pods: int) -> dict[str, object]:
-    """A pods frame (docs/contract.md) of `pods` pods: the page and the snapshot then
-    pass Django's 64 KiB response chunk, and daphne writes them in several."""
-    return {
-        "namespace": "chaos-test",
-        "desired": pods,
-        "ready": pods,
-        "pods": [
-            {
-                "name": f"chaos-demo-{n:05d}-abcde",
-                "status": "Running",
-                "ready": True,
-                "node": "Node 2",
-                "age_s": 60,
-            }
-            for n in range(pods)
-        ],
-        "events": [],
-    }
 
 
 @pytest.mark.usefixtures("layer_settings")
