@@ -14,7 +14,7 @@ Connections (DoorFactory, DoorConnection)
     does), so this applies only with TRUSTED_PROXY_COUNT = 0: behind a proxy every peer
     is the proxy, and the proxy caps each visitor (README, k8s/app/ingress.yaml).
   - A request's headers and body must be in within REQUEST_DEADLINE_SECONDS of the
-    connection opening (or of the previous answer, on a kept-alive connection): one total
+    connection opening (or of its first byte, on a kept-alive connection): one total
     deadline, unlike Twisted's idle timer, which a client restarts with every byte.
   - The process keeps REQUEST_FD_RESERVE descriptors of its RLIMIT_NOFILE for itself
     (Redis, the database, logs, accepting at all). When every other one is held, the
@@ -165,6 +165,7 @@ class DoorConnection(_ProtocolWrapper):  # type: ignore[misc]
         super().__init__(factory, wrapped)
         self.client = client
         self.opened = time.monotonic()
+        self.awaiting = True  # no request is being handled: the next one may come
         self.partial = False  # bytes of a request that is not complete yet
         self.reading_stopped = False
         self.blocked = False
@@ -172,7 +173,10 @@ class DoorConnection(_ProtocolWrapper):  # type: ignore[misc]
         self.lost = False
         self._deadline: Any = None
 
-    # Deadline: from the connection opening, or the last answer, to a complete request.
+    # Deadline: from the connection opening, or from the first byte of the next request
+    # on a kept-alive connection, to a complete request. (An idle kept-alive connection
+    # is left to Twisted's idle timeout: closing it sooner only races the client's next
+    # request. It can still be closed to make room.)
 
     def makeConnection(self, transport: Any) -> None:
         super().makeConnection(transport)
@@ -193,14 +197,15 @@ class DoorConnection(_ProtocolWrapper):  # type: ignore[misc]
 
     def request_in(self) -> None:
         """A request's headers and body are all in."""
+        self.awaiting = False
         self.partial = False
         self._cancel_deadline()
 
     def answer_sent(self) -> None:
-        """The answer is written; on a kept-alive connection the next request's deadline
-        starts now."""
+        """The answer is written: the connection waits for the next request, if any."""
         if not self.lost:
-            self._start_deadline()
+            self.awaiting = True
+            self.factory.waiting[self] = None
 
     def _deadline_passed(self) -> None:
         self._deadline = None
@@ -222,8 +227,10 @@ class DoorConnection(_ProtocolWrapper):  # type: ignore[misc]
             self.transport.abortConnection()
 
     def dataReceived(self, data: bytes) -> None:
-        if self._deadline is not None:
+        if self.awaiting:
             self.partial = True
+            if self._deadline is None:
+                self._start_deadline()
         super().dataReceived(data)
 
     def connectionLost(self, reason: Any) -> None:

@@ -321,6 +321,11 @@ def test_a_kept_alive_connection_cannot_dribble_its_next_request(web_server: Web
     with socket.create_connection(("127.0.0.1", port_of(url)), timeout=10) as sock:
         sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+        # Idle past the deadline, the connection is kept (a next request would race a
+        # close): only a started request has a deadline.
+        time.sleep(3)
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200")
         sock.sendall(b"GET /healthz HTTP/1.1\r\n")
         start = time.monotonic()
         answer = b""
