@@ -163,9 +163,11 @@ WS_CLIENT_FRAME_BURST = env_int("WS_CLIENT_FRAME_BURST", 10, minimum=1)
 # Under daphne (infra_site/door.py) every frame counts, pings, pongs and continuations
 # included, and so does every byte: WS_CLIENT_BYTE_RATE a second, with a burst of one
 # largest message. A message or frame larger than WS_MAX_MESSAGE_BYTES is refused at its
-# header. A socket with WS_SEND_BUFFER_MAX_BYTES queued beyond its transport's buffer
-# (the client does not read) is dropped.
-WS_MAX_MESSAGE_BYTES = env_int("WS_MAX_MESSAGE_BYTES", 4096, minimum=128)
+# header; it is above the 4096 characters past which the consumer closes a text frame
+# with 4413 (dashboard/consumers.py), so that close code still means what it says. A
+# socket with WS_SEND_BUFFER_MAX_BYTES queued beyond its transport's buffer (the client
+# does not read) is dropped.
+WS_MAX_MESSAGE_BYTES = env_int("WS_MAX_MESSAGE_BYTES", 8192, minimum=128)
 WS_CLIENT_BYTE_RATE = env_float("WS_CLIENT_BYTE_RATE", 1024.0, minimum=1.0)
 WS_SEND_BUFFER_MAX_BYTES = env_int("WS_SEND_BUFFER_MAX_BYTES", 256 * 1024, minimum=64 * 1024)
 

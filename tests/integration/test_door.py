@@ -157,7 +157,7 @@ def test_a_large_message_in_small_fragments_is_refused_too(web_server: WebServer
     url = web_server(WS_CLIENT_FRAME_BURST="100", WS_CLIENT_BYTE_RATE="100000")
     hostile = Hostile(port_of(url), "127.0.4.4")
     try:
-        for _ in range(5):  # 5 x 1000 bytes, over the 4096 of WS_MAX_MESSAGE_BYTES
+        for _ in range(10):  # 10 x 1000 bytes, over the 8192 of WS_MAX_MESSAGE_BYTES
             hostile.sock.sendall(
                 hostile.frame(TextMessage(data="c" * 1000, message_finished=False))
             )
