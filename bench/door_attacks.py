@@ -336,11 +336,11 @@ def main() -> None:
         web_process(args.checkout.resolve(), Path(tmp), slow, args.server_fds) as web,
     ):
         print(f"daphne from {args.checkout.resolve()} at {web.url}")
-        name = f"slow headers x {slow}/{args.slow_addresses}"
+        slow_name = f"slow headers x {slow}/{args.slow_addresses}"
         if args.only == "slow":
             with Watch(web, path="/infra") as watch:
                 closed = slow_headers(web, slow, args.slow_addresses, max(seconds, 30.0))
-            report(name, closed, watch)
+            report(slow_name, closed, watch)
             return
         floods: list[tuple[str, Callable[[Hostile], bytes], bool]] = [
             ("ping flood", lambda h: h.frame(Ping(b"x" * 125)), True),
@@ -358,7 +358,7 @@ def main() -> None:
         report("unfinished 1 MB x 200", closed, watch)
         with Watch(web, path="/infra") as watch:
             closed = slow_headers(web, slow, args.slow_addresses, max(seconds, 30.0))
-        report(name, closed, watch)
+        report(slow_name, closed, watch)
         with Watch(web) as watch:
             closed = stalled_reader(web)
         report("viewer that never reads", closed, watch)
