@@ -14,11 +14,12 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from django.test import override_settings
 from django_ratelimit.core import _get_window
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
@@ -39,6 +40,27 @@ GUARD_ALWAYS_REFUSES = {"CHAOS_MIN_READY": "3"}
 @pytest.fixture(autouse=True)
 def fresh_budgets(devstack: Devstack) -> None:
     flush_test_redis(devstack)
+
+
+@pytest.fixture
+def layer_settings(devstack: Devstack) -> Iterator[None]:
+    """This process publishes as the poller would: to the real Redis of the web process."""
+    with override_settings(
+        CACHES={
+            "default": {
+                "BACKEND": "django.core.cache.backends.redis.RedisCache",
+                "LOCATION": devstack.redis_url,
+                "KEY_PREFIX": "infra",
+            }
+        },
+        CHANNEL_LAYERS={
+            "default": {
+                "BACKEND": "channels_redis.core.RedisChannelLayer",
+                "CONFIG": {"hosts": [devstack.redis_url], "prefix": "infra:ch"},
+            }
+        },
+    ):
+        yield
 
 
 # --- a frame budget per socket ----------------------------------------------------------
