@@ -55,6 +55,7 @@ sys.path.insert(0, str(ROOT))
 
 from tests.chaos.stack import chaos_session, events  # noqa: E402
 from tests.conftest import (  # noqa: E402
+    STATE_DIR,
     Devstack,
     daphne_command,
     free_port,
@@ -103,7 +104,7 @@ class App:
 
 
 def start_app(workdir: Path, viewers: int, storm: int) -> App:
-    devstack = Devstack(read_env_file(ROOT / ".devstack" / "env"))
+    devstack = Devstack(read_env_file(STATE_DIR / "env"))
     devstack.database_url = f"sqlite:///{workdir / 'soak.sqlite3'}"
     # Its own Redis and its own way to Prometheus, so that the outages below are the
     # soak's app's alone and a `make run` beside it never notices.

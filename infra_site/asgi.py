@@ -14,17 +14,14 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from chaos import kube  # noqa: E402
 from dashboard.routing import websocket_urlpatterns  # noqa: E402
-from infra_site import bodylimit, wsflood  # noqa: E402
+from infra_site import door  # noqa: E402
 from infra_site.gctuning import configure_gc  # noqa: E402
 from infra_site.wscap import WebsocketCaps  # noqa: E402
 from infra_site.wsorigin import ExactOriginValidator  # noqa: E402
 
-# Bodies over REQUEST_BODY_MAX_BYTES are refused by daphne's HTTP layer, before it would
-# buffer and parse them (infra_site/bodylimit.py).
-bodylimit.install()
-# A socket over its frame budget stops being read where its frames arrive, before they
-# reach the application (infra_site/wsflood.py).
-wsflood.install()
+# What strangers send is bounded beneath daphne before it reaches the application:
+# connections, deadlines, bodies, websocket frames and bytes (infra_site/door.py).
+door.install()
 
 application = ProtocolTypeRouter(
     {

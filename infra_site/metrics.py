@@ -28,6 +28,11 @@ WEBSOCKETS_REFUSED = Counter(
     "Websocket connections refused at once (a cap reached, a foreign Origin), by reason.",
     ["reason"],  # per_ip | per_process | origin
 )
+CONNECTIONS_CLOSED = Counter(
+    "infra_connections_closed",
+    "TCP connections the web process refused or closed before a complete request, by reason.",
+    ["reason"],  # per_ip | full | evicted | deadline
+)
 WEBSOCKETS_CLOSED = Counter(
     "infra_websockets_closed",
     "Websocket viewers the server closed for what they sent or failed to read, by reason.",

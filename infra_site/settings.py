@@ -175,6 +175,16 @@ WS_MAX_PER_PROCESS = env_int("WS_MAX_PER_PROCESS", 10000, minimum=1)
 # burst allowance) before it is closed with 4400 (dashboard/consumers.py).
 WS_CLIENT_FRAME_RATE = env_float("WS_CLIENT_FRAME_RATE", 2.0, minimum=0.1)
 WS_CLIENT_FRAME_BURST = env_int("WS_CLIENT_FRAME_BURST", 10, minimum=1)
+# Under daphne (infra_site/door.py) every frame counts, pings, pongs and continuations
+# included, and so does every byte: WS_CLIENT_BYTE_RATE a second, with a burst of one
+# largest message. A message or frame larger than WS_MAX_MESSAGE_BYTES is refused at its
+# header; it is above the 4096 characters past which the consumer closes a text frame
+# with 4413 (dashboard/consumers.py), so that close code still means what it says. A
+# socket with WS_SEND_BUFFER_MAX_BYTES queued beyond its transport's buffer (the client
+# does not read) is dropped.
+WS_MAX_MESSAGE_BYTES = env_int("WS_MAX_MESSAGE_BYTES", 8192, minimum=128)
+WS_CLIENT_BYTE_RATE = env_float("WS_CLIENT_BYTE_RATE", 1024.0, minimum=1.0)
+WS_SEND_BUFFER_MAX_BYTES = env_int("WS_SEND_BUFFER_MAX_BYTES", 256 * 1024, minimum=64 * 1024)
 
 # The poller and the watcher serve their metrics on this port when it is not 0 (the web
 # process serves /metrics itself). In a pod the address must be 0.0.0.0 to be scraped.
@@ -228,11 +238,27 @@ if LOG_FORMAT not in LOG_FORMATS:
 
 # Request bodies: the chaos POST and the admin's forms need a few KB. Larger bodies are
 # refused with 413 by the HTTP layer beneath Django before they are read
-# (infra_site/bodylimit.py), and Django itself keeps no more than this in memory. The
+# (infra_site/door.py), and Django itself keeps no more than this in memory. The
 # ingress refuses them first (proxy-body-size in k8s/app/ingress.yaml, the same number).
 REQUEST_BODY_MAX_BYTES = env_int("REQUEST_BODY_MAX_BYTES", 64 * 1024, minimum=1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = REQUEST_BODY_MAX_BYTES
 FILE_UPLOAD_MAX_MEMORY_SIZE = REQUEST_BODY_MAX_BYTES
+
+# Connections, beneath Django (infra_site/door.py): open TCP connections per client
+# address, HTTP and websocket alike, when the web process is reached directly
+# (TRUSTED_PROXY_COUNT = 0; behind a proxy the proxy caps visitors, k8s/app/ingress.yaml).
+# It must leave room for WS_MAX_PER_IP websockets and a page's requests, so a visitor
+# over the websocket cap hears 4429 rather than a refused connection. A request's headers
+# and body must all arrive within REQUEST_DEADLINE_SECONDS; REQUEST_FD_RESERVE of the
+# process's file descriptors are never given to clients.
+REQUEST_MAX_CONNECTIONS_PER_IP = env_int("REQUEST_MAX_CONNECTIONS_PER_IP", 64, minimum=1)
+if REQUEST_MAX_CONNECTIONS_PER_IP <= WS_MAX_PER_IP:
+    raise ImproperlyConfigured(
+        f"REQUEST_MAX_CONNECTIONS_PER_IP ({REQUEST_MAX_CONNECTIONS_PER_IP}) must be more "
+        f"than WS_MAX_PER_IP ({WS_MAX_PER_IP})."
+    )
+REQUEST_DEADLINE_SECONDS = env_float("REQUEST_DEADLINE_SECONDS", 20.0, minimum=1.0)
+REQUEST_FD_RESERVE = env_int("REQUEST_FD_RESERVE", 128, minimum=16)
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"

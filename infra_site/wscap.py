@@ -31,7 +31,7 @@ CLOSE_TOO_MANY_FROM_CLIENT = 4429
 # application send 1000 or 3000-4999, and answers anything else with 1011.)
 CLOSE_TRY_AGAIN_LATER = 4503
 # Bad request: more frames than WS_CLIENT_FRAME_RATE/_BURST allow (FrameBudget below),
-# enforced by the consumer and, under daphne, where frames arrive (infra_site/wsflood.py).
+# enforced by the consumer and, under daphne, where frames arrive (infra_site/door.py).
 # Not 4429, which says "too many connections from your address".
 CLOSE_TOO_CHATTY = 4400
 
@@ -116,11 +116,12 @@ class FrameBudget:
         self.tokens = float(burst)
         self.stamp = now
 
-    def take(self, now: float) -> bool:
-        """Spends one frame's token at monotonic time `now`; False when none is left."""
+    def take(self, now: float, cost: float = 1.0) -> bool:
+        """Spends `cost` tokens (one frame, or a frame's bytes) at monotonic time `now`;
+        False, spending nothing, when fewer are left."""
         self.tokens = min(self.burst, self.tokens + max(0.0, now - self.stamp) * self.rate)
         self.stamp = now
-        if self.tokens < 1.0:
+        if self.tokens < cost:
             return False
-        self.tokens -= 1.0
+        self.tokens -= cost
         return True

@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 import redis
 import requests
+from django.test import override_settings
 
 from tests.chaos.stack import flush_test_redis, wait_healthy
 from tests.conftest import ROOT, Devstack, free_port, read_env_file
@@ -284,3 +285,45 @@ def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
     server = RedisServer(tmp_path)
     yield server
     server.stop()
+
+
+@pytest.fixture
+def layer_settings(devstack: Devstack) -> Iterator[None]:
+    """This process publishes as the poller would: to the real Redis of the web process."""
+    with override_settings(
+        CACHES={
+            "default": {
+                "BACKEND": "django.core.cache.backends.redis.RedisCache",
+                "LOCATION": devstack.redis_url,
+                "KEY_PREFIX": "infra",
+            }
+        },
+        CHANNEL_LAYERS={
+            "default": {
+                "BACKEND": "channels_redis.core.RedisChannelLayer",
+                "CONFIG": {"hosts": [devstack.redis_url], "prefix": "infra:ch"},
+            }
+        },
+    ):
+        yield
+
+
+def big_pods_frame(pods: int) -> dict[str, object]:
+    """A pods frame (docs/contract.md) of `pods` pods: the page and the snapshot then
+    pass Django's 64 KiB response chunk, and daphne writes them in several."""
+    return {
+        "namespace": "chaos-test",
+        "desired": pods,
+        "ready": pods,
+        "pods": [
+            {
+                "name": f"chaos-demo-{n:05d}-abcde",
+                "status": "Running",
+                "ready": True,
+                "node": "Node 2",
+                "age_s": 60,
+            }
+            for n in range(pods)
+        ],
+        "events": [],
+    }

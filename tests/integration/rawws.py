@@ -1,8 +1,11 @@
-"""Websocket viewers on raw sockets, for storms of thousands from one test process.
+"""Websocket clients on raw sockets: viewers for storms of thousands from one test
+process, and hostile clients that send frames no polite library would.
 
 A websocket library spends a few milliseconds of Python per handshake; in a storm of
-thousands that makes the client, not the server, the bottleneck. Here a handshake is one
-prepared request and a read, and server frames (never masked) are parsed by hand.
+thousands that makes the client, not the server, the bottleneck. Here a viewer's
+handshake is one prepared request and a read, and server frames (never masked) are
+parsed by hand. A Hostile client builds its frames with wsproto (a sans-IO websocket
+library) and writes them as fast as the socket takes them, as many times as it likes.
 """
 
 from __future__ import annotations
@@ -14,8 +17,12 @@ import os
 import resource
 import socket
 import struct
+import time
 from dataclasses import dataclass, field
 from typing import Any
+
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import AcceptConnection, CloseConnection, Event, RejectConnection, Request
 
 
 @dataclass
@@ -134,3 +141,108 @@ async def next_frame(viewer: Viewer) -> dict[str, Any]:
         if not chunk:
             raise ConnectionError("connection lost")
         viewer.buffer += chunk
+
+
+class Hostile:
+    """One websocket client on a blocking socket from `source`: `frame(event)` gives the
+    bytes of a wsproto event (a Ping, a Pong, a TextMessage that is not finished...), and
+    `flood` writes such bytes until the server lets go."""
+
+    def __init__(
+        self,
+        port: int,
+        source: str = "127.0.0.1",
+        timeout: float = 10,
+        receive_buffer: int | None = None,
+    ) -> None:
+        self.sock = socket.socket()
+        self.sock.settimeout(timeout)
+        if receive_buffer is not None:  # before connecting, so the window is small
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+        self.close_code: int | None = None
+        self.sent = 0
+        try:
+            self.sock.bind((source, 0))
+            self.sock.connect(("127.0.0.1", port))
+            self.ws = WSConnection(ConnectionType.CLIENT)
+            origin = (b"origin", f"http://127.0.0.1:{port}".encode())
+            self.sock.sendall(
+                self.ws.send(
+                    Request(host=f"127.0.0.1:{port}", target="/ws/infra/", extra_headers=[origin])
+                )
+            )
+            while True:
+                data = self.sock.recv(65536)
+                if not data:
+                    raise ConnectionError("closed during the handshake")
+                self.ws.receive_data(data)
+                events = list(self.ws.events())
+                if any(isinstance(e, RejectConnection) for e in events):
+                    raise ConnectionError("handshake refused")
+                if any(isinstance(e, AcceptConnection) for e in events):
+                    break
+        except BaseException:
+            self.sock.close()
+            raise
+
+    def frame(self, event: Event) -> bytes:
+        return self.ws.send(event)
+
+    def _read(self, data: bytes) -> None:
+        if self.close_code is not None:
+            return
+        self.ws.receive_data(data)
+        for event in self.ws.events():
+            if isinstance(event, CloseConnection):
+                self.close_code = event.code
+                return
+
+    def flood(self, frames: bytes, seconds: float, *, read: bool = True) -> float | None:
+        """Writes `frames` over and over for up to `seconds`, reading what the server
+        sends unless `read` is False; returns when the server closed or reset the
+        connection (seconds from the start), or None if it never did."""
+        self.sock.setblocking(False)
+        batch = memoryview(frames * max(1, 65536 // len(frames)))
+        at = 0  # a send may stop inside a frame: the next one goes on from there
+        start = time.monotonic()
+        while time.monotonic() - start < seconds:
+            try:
+                sent = self.sock.send(batch[at:])
+                self.sent += sent
+                at = (at + sent) % len(batch)
+            except BlockingIOError:
+                time.sleep(0.001)
+            except OSError:
+                return time.monotonic() - start
+            if not read:
+                continue
+            try:
+                data = self.sock.recv(1 << 20)
+            except BlockingIOError:
+                continue
+            except OSError:
+                return time.monotonic() - start
+            if not data:
+                return time.monotonic() - start
+            self._read(data)
+        return None
+
+    def wait_closed(self, seconds: float) -> float | None:
+        """Reads until the server closes the connection: seconds waited, or None."""
+        self.sock.setblocking(True)
+        start = time.monotonic()
+        while (left := seconds - (time.monotonic() - start)) > 0:
+            self.sock.settimeout(left)
+            try:
+                data = self.sock.recv(1 << 20)
+            except TimeoutError:
+                return None
+            except OSError:
+                return time.monotonic() - start
+            if not data:
+                return time.monotonic() - start
+            self._read(data)
+        return None
+
+    def close(self) -> None:
+        self.sock.close()
