@@ -15,11 +15,10 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from django.test import override_settings
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
@@ -37,27 +36,6 @@ WebServer = Callable[..., str]
 @pytest.fixture(autouse=True)
 def fresh_budgets(devstack: Devstack) -> None:
     flush_test_redis(devstack)
-
-
-@pytest.fixture
-def layer_settings(devstack: Devstack) -> Iterator[None]:
-    """This process publishes as the poller would: to the real Redis of the web process."""
-    with override_settings(
-        CACHES={
-            "default": {
-                "BACKEND": "django.core.cache.backends.redis.RedisCache",
-                "LOCATION": devstack.redis_url,
-                "KEY_PREFIX": "infra",
-            }
-        },
-        CHANNEL_LAYERS={
-            "default": {
-                "BACKEND": "channels_redis.core.RedisChannelLayer",
-                "CONFIG": {"hosts": [devstack.redis_url], "prefix": "infra:ch"},
-            }
-        },
-    ):
-        yield
 
 
 # --- a frame budget per socket ----------------------------------------------------------

@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 import redis
-from django.test import override_settings
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
@@ -26,29 +25,6 @@ CHANNEL_PREFIX = "infra:ch"  # infra_site.settings.CHANNEL_LAYERS
 
 def redis_url(devstack: Devstack) -> str:
     return devstack.redis_db(RedisDb.DASHBOARD_WEBSOCKET)
-
-
-@pytest.fixture
-def layer_settings(devstack: Devstack) -> Iterator[None]:
-    """This process publishes as the poller would: to the real Redis."""
-    url = redis_url(devstack)
-    redis.Redis.from_url(url).flushdb()
-    with override_settings(
-        CACHES={
-            "default": {
-                "BACKEND": "django.core.cache.backends.redis.RedisCache",
-                "LOCATION": url,
-                "KEY_PREFIX": "infra",
-            }
-        },
-        CHANNEL_LAYERS={
-            "default": {
-                "BACKEND": "channels_redis.core.RedisChannelLayer",
-                "CONFIG": {"hosts": [url], "prefix": CHANNEL_PREFIX},
-            }
-        },
-    ):
-        yield
 
 
 @pytest.fixture
