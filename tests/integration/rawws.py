@@ -214,17 +214,8 @@ class Hostile:
                 time.sleep(0.001)
             except OSError:
                 return time.monotonic() - start
-            if not read:
-                continue
-            try:
-                data = self.sock.recv(1 << 20)
-            except BlockingIOError:
-                continue
-            except OSError:
+            if read and not self._receive():
                 return time.monotonic() - start
-            if not data:
-                return time.monotonic() - start
-            self._read(data)
         return None
 
     def wait_closed(self, seconds: float) -> float | None:
@@ -233,16 +224,23 @@ class Hostile:
         start = time.monotonic()
         while (left := seconds - (time.monotonic() - start)) > 0:
             self.sock.settimeout(left)
-            try:
-                data = self.sock.recv(1 << 20)
-            except TimeoutError:
-                return None
-            except OSError:
+            if not self._receive():
                 return time.monotonic() - start
-            if not data:
-                return time.monotonic() - start
-            self._read(data)
         return None
+
+    def _receive(self) -> bool:
+        """Reads what the server has sent; False once it closed or reset the connection.
+        Nothing to read yet (a non-blocking socket, or a timeout) is not a close."""
+        try:
+            data = self.sock.recv(1 << 20)
+        except (BlockingIOError, TimeoutError):
+            return True
+        except OSError:
+            return False
+        if not data:
+            return False
+        self._read(data)
+        return True
 
     def close(self) -> None:
         self.sock.close()

@@ -8,11 +8,7 @@ one (409) after the budgets counted it, and no pod dies.
 
 from __future__ import annotations
 
-import base64
 import json
-import os
-import socket
-import struct
 import threading
 import time
 from collections.abc import Callable
@@ -21,11 +17,13 @@ from pathlib import Path
 import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
+from wsproto.events import TextMessage
 
 from infra_site.publish import publish
 from infra_site.wscap import CLOSE_TOO_CHATTY, CLOSE_TOO_MANY_FROM_CLIENT
 from tests.chaos.stack import GUARD_ALWAYS_REFUSES, chaos_session, flush_test_redis, press
 from tests.conftest import Devstack
+from tests.integration.rawws import Hostile
 from tests.integration.scrape import sample_sum
 
 pytestmark = pytest.mark.integration
@@ -39,78 +37,6 @@ def fresh_budgets(devstack: Devstack) -> None:
 
 
 # --- a frame budget per socket ----------------------------------------------------------
-
-
-class RawFlooder:
-    """A hostile client on a bare socket: sends small masked text frames as fast as it
-    can and never answers the server's close, so only the server can end it."""
-
-    def __init__(self, base_url: str) -> None:
-        host, port = base_url.removeprefix("http://").split(":")
-        self.sock = socket.create_connection((host, int(port)), timeout=5)
-        key = base64.b64encode(os.urandom(16)).decode()
-        self.sock.sendall(
-            (
-                f"GET /ws/infra/ HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
-                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-                f"Sec-WebSocket-Version: 13\r\nOrigin: {base_url}\r\n\r\n"
-            ).encode()
-        )
-        answer = b""
-        while b"\r\n\r\n" not in answer:
-            answer += self.sock.recv(4096)
-        assert answer.startswith(b"HTTP/1.1 101"), answer[:100]
-        self.received = answer.split(b"\r\n\r\n", 1)[1]
-        self.frame = b"\x81\x82" + b"\x00\x00\x00\x00" + b"hi"  # masked "hi", zero mask
-        self.close_code: int | None = None
-        self.sent = 0
-
-    def flood(self, seconds: float) -> float | None:
-        """Floods for up to `seconds`; returns when the server dropped the connection
-        (seconds from the start), or None if it never did."""
-        self.sock.setblocking(False)
-        batch = self.frame * 100
-        start = time.monotonic()
-        while time.monotonic() - start < seconds:
-            try:
-                self.sent += self.sock.send(batch) // len(self.frame)
-            except BlockingIOError:
-                time.sleep(0.001)
-            except OSError:
-                return time.monotonic() - start
-            try:
-                data = self.sock.recv(65536)
-            except BlockingIOError:
-                continue
-            except OSError:
-                return time.monotonic() - start
-            if not data:
-                return time.monotonic() - start
-            self.received += data
-            self._find_close()
-        return None
-
-    def _find_close(self) -> None:
-        data = self.received
-        while self.close_code is None and len(data) >= 2:
-            opcode, length = data[0] & 0x0F, data[1] & 0x7F
-            offset = 2
-            if length == 126:
-                if len(data) < 4:
-                    return
-                length, offset = struct.unpack("!H", data[2:4])[0], 4
-            elif length == 127:
-                if len(data) < 10:
-                    return
-                length, offset = struct.unpack("!Q", data[2:10])[0], 10
-            if len(data) < offset + length:
-                return
-            if opcode == 0x8 and length >= 2:
-                self.close_code = struct.unpack("!H", data[offset : offset + 2])[0]
-            data = data[offset + length :]
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 def open_viewer(base_url: str) -> ClientConnection:
@@ -128,10 +54,11 @@ def test_a_flooding_socket_is_closed_while_another_viewer_keeps_up(
     publish("metrics", {"ts": -1})
     while json.loads(calm.recv(timeout=10))["data"].get("ts") != -1:
         pass
-    flooder = RawFlooder(url)
+    flooder = Hostile(int(url.rsplit(":", 1)[1]))
+    hi = flooder.frame(TextMessage(data="hi"))
     try:
         result: dict[str, float | None] = {}
-        thread = threading.Thread(target=lambda: result.update(dropped=flooder.flood(10)))
+        thread = threading.Thread(target=lambda: result.update(dropped=flooder.flood(hi, 10)))
         thread.start()
         delays: list[float] = []
         # Frames every 50 ms while the flood runs, and a little after. (The calm viewer's
@@ -151,7 +78,7 @@ def test_a_flooding_socket_is_closed_while_another_viewer_keeps_up(
         calm.close()
     dropped = result.get("dropped")
     print(
-        f"\nflood: {flooder.sent} frames sent; close code {flooder.close_code}; connection "
+        f"\nflood: {flooder.sent} bytes sent; close code {flooder.close_code}; connection "
         f"dropped after {dropped} s; calm viewer's delay max {max(delays) * 1000:.1f} ms, "
         f"median {sorted(delays)[len(delays) // 2] * 1000:.1f} ms"
     )
