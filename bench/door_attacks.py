@@ -275,7 +275,7 @@ def slow_headers(web: Web, count: int, addresses: int, seconds: float) -> str:
 
 
 def stalled_reader(web: Web) -> str:
-    from infra_site.publish import publish
+    from live.publish import publish
 
     stalled = Hostile(web.port, "127.0.3.1", receive_buffer=4096)
     try:
@@ -294,7 +294,7 @@ def stalled_reader(web: Web) -> str:
 
 
 def head_bytes(web: Web) -> str:
-    from infra_site.publish import publish
+    from live.publish import publish
 
     publish("pods", big_pods_frame(2000))
     with socket.create_connection(("127.0.0.1", web.port), timeout=10) as sock:

@@ -77,7 +77,7 @@ def _build_baseline() -> Any:
     from django.urls import path
 
     from infra_site.asgi import django_asgi_app  # sets Django up
-    from infra_site.publish import GROUP, alatest_by_kind
+    from live.publish import GROUP, alatest_by_kind
 
     class PerConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         async def connect(self) -> None:
@@ -287,14 +287,14 @@ def group_members(redis_url: str) -> int:
     import redis
     from django.conf import settings
 
-    from infra_site.publish import GROUP
+    from live.publish import GROUP
 
     prefix = settings.CHANNEL_LAYERS["default"]["CONFIG"]["prefix"]
     return int(redis.Redis.from_url(redis_url).zcard(f"{prefix}:group:{GROUP}"))
 
 
 def publish_one() -> float:
-    from infra_site.publish import publish
+    from live.publish import publish
 
     ts = time.time()
     publish("metrics", snapshot(ts))  # type: ignore[arg-type]

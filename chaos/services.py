@@ -34,7 +34,7 @@ from chaos.recovery import Recovery
 from chaos.selectors import refresh_history
 from chaos.timeline import Phases
 from chaos.victims import Refusal, choose_victim
-from infra_site.redisclient import redis_client
+from runtime.redisclient import redis_client
 
 log = logging.getLogger(__name__)
 

@@ -28,8 +28,8 @@ from django_ratelimit.core import get_usage
 
 from chaos.models import ChaosEvent
 from chaos.services import KillLockBusy, KillLockUnavailable, chaos_unleash, client_hash
-from infra_site.clientip import UNKNOWN, rate_key, request_client_ip
-from infra_site.metrics import CHAOS_ATTEMPTS
+from door.clientip import UNKNOWN, rate_key, request_client_ip
+from runtime.metrics import CHAOS_ATTEMPTS
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +129,7 @@ def chaos_api(request: HttpRequest) -> HttpResponse:
     if not settings.CHAOS_ENABLED:
         return _error(403, "chaos_disabled")
     # The visitor's bucket: their IPv4 address or IPv6 prefix, from the socket or the part
-    # of X-Forwarded-For our own proxies wrote (infra_site/clientip.py).
+    # of X-Forwarded-For our own proxies wrote (door/clientip.py).
     identity = rate_key(request_client_ip(request))
     if identity == UNKNOWN:
         # A forwarding chain shorter than TRUSTED_PROXY_COUNT: no one to count the press

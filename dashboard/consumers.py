@@ -17,9 +17,9 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
 from dashboard.fanout import Hub, Subscription, hub
-from infra_site.gctuning import closed_sockets
-from infra_site.metrics import OPEN_WEBSOCKETS, WEBSOCKETS_CLOSED
-from infra_site.wscap import CLOSE_TOO_CHATTY, FrameBudget
+from door.wscap import CLOSE_TOO_CHATTY, FrameBudget
+from runtime.gctuning import closed_sockets
+from runtime.metrics import OPEN_WEBSOCKETS, WEBSOCKETS_CLOSED
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ from typing import Any
 from channels import DEFAULT_CHANNEL_LAYER
 from channels.layers import BaseChannelLayer, get_channel_layer
 
-from infra_site.publish import GROUP, MESSAGE_TYPE, REMEMBERED, Kind, alatest_by_kind
+from live.publish import GROUP, MESSAGE_TYPE, REMEMBERED, Kind, alatest_by_kind
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from typing import TypedDict
 
 from dashboard import promql
 from dashboard.prometheus import Point, Sample, scalar
-from infra_site.nodes import anonymise
+from live.nodes import anonymise
 
 # History points and percentages are shown with one decimal; two keep the frame small
 # (it goes to every viewer every few seconds) without visible rounding.
@@ -65,7 +65,7 @@ Answers = Mapping[str, list[Sample] | None]
 @dataclass(frozen=True)
 class Assembled:
     snapshot: Snapshot
-    # Real name -> "Node N", for infra_site.nodes.remember; empty when Kubernetes'
+    # Real name -> "Node N", for live.nodes.remember; empty when Kubernetes'
     # node list was not available this round (the last known mapping then stays).
     node_labels: dict[str, str]
     # Queries whose answer was missing, empty where a value was expected, or not finite.

@@ -18,7 +18,7 @@ from django.views.decorators.http import require_safe
 from redis import RedisError
 
 from chaos.selectors import chaos_summary
-from infra_site.publish import latest
+from live.publish import latest
 
 log = logging.getLogger(__name__)
 

@@ -14,14 +14,14 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from chaos import kube  # noqa: E402
 from dashboard.routing import websocket_urlpatterns  # noqa: E402
-from infra_site import door  # noqa: E402
-from infra_site.gctuning import configure_gc  # noqa: E402
-from infra_site.wscap import WebsocketCaps  # noqa: E402
-from infra_site.wsorigin import ExactOriginValidator  # noqa: E402
+from door import daphne_hooks  # noqa: E402
+from door.wscap import WebsocketCaps  # noqa: E402
+from door.wsorigin import ExactOriginValidator  # noqa: E402
+from runtime.gctuning import configure_gc  # noqa: E402
 
 # What strangers send is bounded beneath daphne before it reaches the application:
-# connections, deadlines, bodies, websocket frames and bytes (infra_site/door.py).
-door.install()
+# connections, deadlines, bodies, websocket frames and bytes (door/daphne_hooks.py).
+daphne_hooks.install()
 
 application = ProtocolTypeRouter(
     {
@@ -37,5 +37,5 @@ application = ProtocolTypeRouter(
 kube.preload()
 
 # Start-up is done: tune the garbage collector for many long-lived websockets (the
-# reasons and the measurements are in infra_site/gctuning.py).
+# reasons and the measurements are in runtime/gctuning.py).
 configure_gc()

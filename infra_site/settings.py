@@ -14,7 +14,7 @@ from pathlib import Path
 from csp.constants import NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 
-from infra_site.env import (
+from runtime.env import (
     env_bool,
     env_database,
     env_float,
@@ -26,7 +26,7 @@ from infra_site.env import (
     env_url,
     parse_rate,
 )
-from infra_site.logging import LOG_FORMATS, logging_config
+from runtime.logging import LOG_FORMATS, logging_config
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -57,7 +57,7 @@ MIDDLEWARE = [
     # Right after the security headers, so static files get them and skip the rest.
     "servestatic.middleware.ServeStaticMiddleware",
     # Before sessions: a client outside ADMIN_ALLOWED_NETWORKS costs no database work.
-    "infra_site.admin_guard.AdminNetworkMiddleware",
+    "door.admin_guard.AdminNetworkMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -175,7 +175,7 @@ WS_MAX_PER_PROCESS = env_int("WS_MAX_PER_PROCESS", 10000, minimum=1)
 # burst allowance) before it is closed with 4400 (dashboard/consumers.py).
 WS_CLIENT_FRAME_RATE = env_float("WS_CLIENT_FRAME_RATE", 2.0, minimum=0.1)
 WS_CLIENT_FRAME_BURST = env_int("WS_CLIENT_FRAME_BURST", 10, minimum=1)
-# Under daphne (infra_site/door.py) every frame counts, pings, pongs and continuations
+# Under daphne (door/daphne_hooks.py) every frame counts, pings, pongs and continuations
 # included, and so does every byte: WS_CLIENT_BYTE_RATE a second, with a burst of one
 # largest message. A message or frame larger than WS_MAX_MESSAGE_BYTES is refused at its
 # header; it is above the 4096 characters past which the consumer closes a text frame
@@ -212,7 +212,7 @@ METRICS_ALLOWED_NETWORKS = _networks("METRICS_ALLOWED_NETWORKS", PRIVATE_NETWORK
 # The admin (ADMIN_URL) is for the operator, not the public: by default it answers only
 # loopback and private addresses, as /metrics does, and everyone else gets a 404. Put your
 # office or VPN networks here (behind the ingress the client is the visitor's address from
-# X-Forwarded-For), or 0.0.0.0/0,::/0 for everyone. See infra_site/admin_guard.py.
+# X-Forwarded-For), or 0.0.0.0/0,::/0 for everyone. See door/admin_guard.py.
 ADMIN_ALLOWED_NETWORKS = _networks("ADMIN_ALLOWED_NETWORKS", PRIVATE_NETWORKS)
 
 # Admin logins (django-axes): failures are counted per client (an IPv6 client by its
@@ -222,8 +222,8 @@ ADMIN_ALLOWED_NETWORKS = _networks("ADMIN_ALLOWED_NETWORKS", PRIVATE_NETWORKS)
 AXES_FAILURE_LIMIT = env_int("ADMIN_LOGIN_FAILURE_LIMIT", 5, minimum=1)
 AXES_COOLOFF_TIME = timedelta(minutes=env_int("ADMIN_LOGIN_COOLOFF_MINUTES", 15, minimum=1))
 AXES_LOCKOUT_PARAMETERS = ["ip_address", "username"]
-AXES_CLIENT_IP_CALLABLE = "infra_site.admin_guard.axes_client_ip"
-AXES_LOCKOUT_CALLABLE = "infra_site.admin_guard.lockout_response"
+AXES_CLIENT_IP_CALLABLE = "door.admin_guard.axes_client_ip"
+AXES_LOCKOUT_CALLABLE = "door.admin_guard.lockout_response"
 AXES_RESET_ON_SUCCESS = True
 AXES_ENABLE_ACCESS_FAILURE_LOG = True
 AUTHENTICATION_BACKENDS = [
@@ -238,13 +238,13 @@ if LOG_FORMAT not in LOG_FORMATS:
 
 # Request bodies: the chaos POST and the admin's forms need a few KB. Larger bodies are
 # refused with 413 by the HTTP layer beneath Django before they are read
-# (infra_site/door.py), and Django itself keeps no more than this in memory. The
+# (door/daphne_hooks.py), and Django itself keeps no more than this in memory. The
 # ingress refuses them first (proxy-body-size in k8s/app/ingress.yaml, the same number).
 REQUEST_BODY_MAX_BYTES = env_int("REQUEST_BODY_MAX_BYTES", 64 * 1024, minimum=1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = REQUEST_BODY_MAX_BYTES
 FILE_UPLOAD_MAX_MEMORY_SIZE = REQUEST_BODY_MAX_BYTES
 
-# Connections, beneath Django (infra_site/door.py): open TCP connections per client
+# Connections, beneath Django (door/daphne_hooks.py): open TCP connections per client
 # address, HTTP and websocket alike, when the web process is reached directly
 # (TRUSTED_PROXY_COUNT = 0; behind a proxy the proxy caps visitors, k8s/app/ingress.yaml).
 # It must leave room for WS_MAX_PER_IP websockets and a page's requests, so a visitor

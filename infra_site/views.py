@@ -12,8 +12,8 @@ from django.views import csrf
 from django.views.decorators.http import require_GET
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
-from infra_site.clientip import request_client_ip
-from infra_site.redisclient import redis_client
+from door.clientip import request_client_ip
+from runtime.redisclient import redis_client
 
 API_PREFIX = "/api/"
 

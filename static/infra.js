@@ -6,7 +6,7 @@
 // dashboard/routing.py; websocket routes cannot be reversed from a template.
 const WS_PATH = "/ws/infra/";
 // Close codes that say why the server ended a connection (dashboard/consumers.py,
-// infra_site/wscap.py); they decide when, and how eagerly, to come back.
+// door/wscap.py); they decide when, and how eagerly, to come back.
 const CLOSE_TOO_SLOW = 4408; // this page fell behind: a fresh connection catches it up
 const CLOSE_TOO_MANY_TABS = 4429; // too many connections from this address
 const CLOSE_SERVER_FULL = 4503; // this server has no room; try later

@@ -8,8 +8,8 @@ from django.test import RequestFactory, override_settings
 from hypothesis import given
 from hypothesis import strategies as st
 
-from infra_site import clientip
-from infra_site.clientip import (
+from door import clientip
+from door.clientip import (
     UNKNOWN,
     pick_client_ip,
     rate_key,
@@ -113,7 +113,7 @@ def test_two_ipv6_addresses_share_a_bucket_exactly_when_their_prefixes_match(
 
 def test_a_short_chain_is_logged_once_per_process(caplog: pytest.LogCaptureFixture) -> None:
     clientip._warned = False
-    with caplog.at_level(logging.WARNING, logger="infra_site.clientip"):
+    with caplog.at_level(logging.WARNING, logger="door.clientip"):
         for _ in range(3):
             assert pick_client_ip("10.0.0.5", [], trusted_proxies=1) == UNKNOWN
         assert pick_client_ip("10.0.0.5", ["203.0.113.7"], trusted_proxies=1) == "203.0.113.7"

@@ -1,6 +1,6 @@
 """The door's hooks into daphne, autobahn and Twisted are where it expects them.
 
-infra_site/door.py replaces names inside daphne and overrides methods of daphne's,
+door/daphne_hooks.py replaces names inside daphne and overrides methods of daphne's,
 autobahn's and Twisted's classes. An upgrade of any of them may rename, move or stop
 calling one of those, and the door would then be skipped without an error: large bodies,
 floods and slow clients would pass again. These tests fail on such an upgrade, first on
@@ -25,16 +25,16 @@ from twisted.internet import abstract
 from twisted.protocols import policies
 from twisted.web import http
 
-from infra_site import door
+from door import daphne_hooks
 from tests.conftest import ROOT
 
 
-@pytest.mark.parametrize("distribution", sorted(door.WRITTEN_FOR))
+@pytest.mark.parametrize("distribution", sorted(daphne_hooks.WRITTEN_FOR))
 def test_the_installed_version_is_the_one_the_door_was_written_for(distribution: str) -> None:
     installed = importlib.metadata.version(distribution)
-    assert installed == door.WRITTEN_FOR[distribution], (
-        f"{distribution} {installed} is installed; infra_site/door.py was written against "
-        f"{door.WRITTEN_FOR[distribution]}. Check every hook it names against the new "
+    assert installed == daphne_hooks.WRITTEN_FOR[distribution], (
+        f"{distribution} {installed} is installed; door/daphne_hooks.py was written against "
+        f"{daphne_hooks.WRITTEN_FOR[distribution]}. Check every hook it names against the new "
         "version, then update WRITTEN_FOR and requirements.txt."
     )
 
@@ -135,14 +135,14 @@ def test_autobahn_calls_the_frame_hooks_the_door_overrides() -> None:
 
 
 def test_install_points_daphne_at_the_door() -> None:
-    door.install()
-    assert daphne_server.HTTPFactory == door.DoorFactory.for_server
-    assert daphne_server.WebSocketFactory is door.DoorWebSocketFactory
-    assert http_protocol.WebRequest is door.DoorRequest
-    assert door.DoorWebSocketFactory.protocol is door.DoorWebSocketProtocol
+    daphne_hooks.install()
+    assert daphne_server.HTTPFactory == daphne_hooks.DoorFactory.for_server
+    assert daphne_server.WebSocketFactory is daphne_hooks.DoorWebSocketFactory
+    assert http_protocol.WebRequest is daphne_hooks.DoorRequest
+    assert daphne_hooks.DoorWebSocketFactory.protocol is daphne_hooks.DoorWebSocketProtocol
     # The methods the door's classes override still exist in their parents.
     overridden = {
-        door.DoorRequest: [
+        daphne_hooks.DoorRequest: [
             "gotLength",
             "handleContentChunk",
             "requestReceived",
@@ -150,7 +150,7 @@ def test_install_points_daphne_at_the_door() -> None:
             "handle_reply",
             "finish",
         ],
-        door.DoorWebSocketProtocol: [
+        daphne_hooks.DoorWebSocketProtocol: [
             "connectionMade",
             "onFrameBegin",
             "processData",
@@ -158,7 +158,7 @@ def test_install_points_daphne_at_the_door() -> None:
             "sendClose",
             "dropConnection",
         ],
-        door.DoorWebSocketFactory: ["setProtocolOptions"],
+        daphne_hooks.DoorWebSocketFactory: ["setProtocolOptions"],
     }
     for cls, names in overridden.items():
         for name in names:
@@ -179,11 +179,11 @@ def test_install_points_daphne_at_the_door() -> None:
     ],
 )
 def test_undecodable_form_is_what_django_refuses(content_type: bytes, refused: bool) -> None:
-    assert door.undecodable_form([content_type]) is refused
+    assert daphne_hooks.undecodable_form([content_type]) is refused
 
 
 def test_no_content_type_is_not_a_form() -> None:
-    assert door.undecodable_form(None) is False
+    assert daphne_hooks.undecodable_form(None) is False
 
 
 def test_the_ingress_counts_what_a_pod_behind_it_cannot() -> None:

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from infra_site import gctuning
+from runtime import gctuning
 
 
 def test_configure_gc_freezes_start_up_and_raises_the_first_threshold() -> None:

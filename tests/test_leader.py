@@ -6,7 +6,7 @@ from __future__ import annotations
 import fakeredis
 import redis
 
-from infra_site.leader import LeaderLock
+from runtime.leader import LeaderLock
 from tests.conftest import free_port
 
 

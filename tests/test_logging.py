@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from infra_site.logging import (
+from runtime.logging import (
     MASKED_IP,
     MASKED_TOKEN,
     JsonFormatter,

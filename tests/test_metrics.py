@@ -12,8 +12,8 @@ from django.test import Client, override_settings
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
-from infra_site import worker
-from infra_site.worker import WorkerCommand
+from runtime import worker
+from runtime.worker import WorkerCommand
 from tests.conftest import free_port
 
 

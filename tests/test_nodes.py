@@ -7,7 +7,7 @@ from django.core.cache import cache
 from hypothesis import given
 from hypothesis import strategies as st
 
-from infra_site.nodes import anonymise, node_label, remember
+from live.nodes import anonymise, node_label, remember
 
 
 @pytest.fixture(autouse=True)

@@ -19,7 +19,7 @@ from django.views import defaults
 from prometheus_client import REGISTRY
 
 from dashboard.routing import websocket_urlpatterns
-from infra_site.wscap import CLOSE_TOO_MANY_FROM_CLIENT, CLOSE_TRY_AGAIN_LATER, WebsocketCaps
+from door.wscap import CLOSE_TOO_MANY_FROM_CLIENT, CLOSE_TRY_AGAIN_LATER, WebsocketCaps
 from tests.conftest import close_code
 
 PROXY = {"SECURE_PROXY_SSL_HEADER": ("HTTP_X_FORWARDED_PROTO", "https")}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
-from infra_site.worker import WorkerCommand
+from runtime.worker import WorkerCommand
 
 
 class FakeLock:

@@ -1,4 +1,4 @@
-"""The websocket Origin check: scheme, host and port, exactly (infra_site/wsorigin.py)."""
+"""The websocket Origin check: scheme, host and port, exactly (door/wsorigin.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 
 from dashboard.routing import websocket_urlpatterns
-from infra_site.wsorigin import ExactOriginValidator, origin_allowed, parse_origin
+from door.wsorigin import ExactOriginValidator, origin_allowed, parse_origin
 
 HOSTS = ["127.0.0.1", "localhost", "[::1]", "chaos.example.com"]
 

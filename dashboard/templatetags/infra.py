@@ -13,7 +13,7 @@ from typing import Any
 
 from django import template
 
-from infra_site.env import parse_rate
+from runtime.env import parse_rate
 
 register = template.Library()
 
@@ -237,7 +237,7 @@ _RATE_UNITS = (("day", 86400), ("hour", 3600), ("minute", 60), ("second", 1))
 
 @register.filter
 def rate_text(rate: Any) -> str:
-    """A rate setting ("3/m", "5/10m"; infra_site.env.parse_rate) in words: "3 per
+    """A rate setting ("3/m", "5/10m"; runtime.env.parse_rate) in words: "3 per
     minute", "5 per 10 minutes". Anything that is not a rate is shown as it is."""
     try:
         parsed = parse_rate(str(rate))

@@ -12,7 +12,7 @@ from typing import Any
 from django.core.exceptions import ImproperlyConfigured
 from django.db.backends.sqlite3 import base
 
-from infra_site.env import sqlite_problem
+from runtime.env import sqlite_problem
 
 
 class DatabaseWrapper(base.DatabaseWrapper):

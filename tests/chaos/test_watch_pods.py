@@ -16,7 +16,7 @@ from chaos.eventwatch import EventWatch
 from chaos.management.commands import watch_pods
 from chaos.models import ChaosEvent
 from chaos.pods import Pod
-from infra_site.nodes import remember
+from live.nodes import remember
 from tests.chaos.fakes import pod
 
 pytestmark = pytest.mark.django_db
@@ -295,7 +295,7 @@ def test_only_the_watcher_keeps_a_persistent_database_connection(
     from django.conf import settings
     from django.db import connection
 
-    from infra_site.worker import WorkerCommand
+    from runtime.worker import WorkerCommand
 
     # The web process: every request closes its connection (threads come and go).
     assert settings.DATABASES["default"]["CONN_MAX_AGE"] == 0

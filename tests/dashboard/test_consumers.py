@@ -26,8 +26,8 @@ from dashboard.consumers import (
     MAX_CLIENT_TEXT,
 )
 from dashboard.routing import websocket_urlpatterns
-from infra_site.publish import GROUP, publish
-from infra_site.wscap import CLOSE_TOO_CHATTY, FrameBudget
+from door.wscap import CLOSE_TOO_CHATTY, FrameBudget
+from live.publish import GROUP, publish
 from tests.conftest import auntil, close_code
 
 app = URLRouter(websocket_urlpatterns)

@@ -13,7 +13,7 @@ from django.core.cache import cache
 
 from dashboard import fanout
 from dashboard.fanout import Hub, Subscription
-from infra_site.publish import GROUP, MESSAGE_TYPE, encode, publish
+from live.publish import GROUP, MESSAGE_TYPE, encode, publish
 from tests.conftest import auntil
 
 

@@ -15,7 +15,7 @@ from django.test import Client
 from redis import RedisError
 
 from chaos.models import ChaosEvent
-from infra_site.publish import publish
+from live.publish import publish
 
 GIB = 1024**3
 pytestmark = pytest.mark.django_db

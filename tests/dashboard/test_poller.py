@@ -11,8 +11,8 @@ from prometheus_client import REGISTRY
 from dashboard import promql
 from dashboard.management.commands.poll_metrics import Command
 from dashboard.poller import HISTORY_REFRESH_S, MetricsPoller
-from infra_site.nodes import node_label
-from infra_site.publish import latest
+from live.nodes import node_label
+from live.publish import latest
 from tests.conftest import free_port
 from tests.dashboard.promserver import FakePrometheus, matrix, serve, value, vector
 

@@ -9,7 +9,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from infra_site.wscap import CLOSE_TOO_MANY_FROM_CLIENT, CLOSE_TRY_AGAIN_LATER
+from door.wscap import CLOSE_TOO_MANY_FROM_CLIENT, CLOSE_TRY_AGAIN_LATER
 from tests.conftest import Devstack, StartProcess, free_port, manage, wait_http
 from tests.integration.scrape import prometheus_target, wait_promql_value
 

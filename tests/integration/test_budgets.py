@@ -19,8 +19,8 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 from wsproto.events import TextMessage
 
-from infra_site.publish import publish
-from infra_site.wscap import CLOSE_TOO_CHATTY, CLOSE_TOO_MANY_FROM_CLIENT
+from door.wscap import CLOSE_TOO_CHATTY, CLOSE_TOO_MANY_FROM_CLIENT
+from live.publish import publish
 from tests.chaos.stack import GUARD_ALWAYS_REFUSES, chaos_session, flush_test_redis, press
 from tests.conftest import Devstack
 from tests.integration.rawws import Hostile

@@ -14,7 +14,7 @@ from websockets.sync.client import ClientConnection, connect
 from chaos import kube
 from chaos.eventwatch import EventWatch
 from chaos.management.commands import watch_pods
-from infra_site.worker import STANDBY_RETRY_S
+from runtime.worker import STANDBY_RETRY_S
 from tests.chaos.stack import (
     NAMESPACE,
     chaos_session,

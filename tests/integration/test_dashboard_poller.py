@@ -21,8 +21,8 @@ from django.test import override_settings
 from dashboard.management.commands.poll_metrics import Command
 from dashboard.poller import MetricsPoller
 from dashboard.snapshot import Snapshot
-from infra_site.publish import latest
-from infra_site.worker import STANDBY_RETRY_S
+from live.publish import latest
+from runtime.worker import STANDBY_RETRY_S
 from tests.conftest import (
     TEST_NAMESPACE,
     Devstack,

@@ -13,7 +13,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
 from dashboard.consumers import CLOSE_BINARY, CLOSE_TOO_BIG, MAX_CLIENT_TEXT
-from infra_site.publish import GROUP, publish
+from live.publish import GROUP, publish
 from tests.conftest import Devstack, RedisDb, until
 
 pytestmark = pytest.mark.integration

@@ -1,4 +1,4 @@
-"""The door (infra_site/door.py) on a real daphne, started as the Procfile starts it:
+"""The door (door/daphne_hooks.py) on a real daphne, started as the Procfile starts it:
 floods of frames closed in time while another client is served as usual, large messages
 refused at their header, slow clients and descriptor hoarders unable to lock a visitor
 out, HEAD without a body and undecodable forms answered 400.
@@ -21,8 +21,8 @@ import pytest
 import requests
 from wsproto.events import Ping, Pong, TextMessage
 
-from infra_site.publish import publish
-from infra_site.wscap import CLOSE_TOO_CHATTY
+from door.wscap import CLOSE_TOO_CHATTY
+from live.publish import publish
 from tests.chaos.stack import flush_test_redis
 from tests.conftest import Devstack, StartProcess, daphne_command, free_port, wait_http
 from tests.integration.conftest import big_pods_frame

@@ -28,7 +28,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from chaos.management.commands.watch_pods import Command as WatchPods
 from dashboard import promql
 from dashboard.management.commands.poll_metrics import Command as PollMetrics
-from infra_site.worker import STANDBY_RETRY_S
+from runtime.worker import STANDBY_RETRY_S
 from tests.chaos.stack import (
     GUARD_ALWAYS_REFUSES,
     NAMESPACE,

@@ -31,10 +31,10 @@ from chaos.narration import EventFeed
 from chaos.recovery import MAX_TRACKED, PodState, Progress, Recovery, RecoveryTracker
 from chaos.selectors import chaos_event_frame, kills_to_follow, refresh_history
 from chaos.services import chaos_event_record_phases, chaos_event_record_recovery
-from infra_site.metrics import RECOVERY_SECONDS
-from infra_site.nodes import node_label
-from infra_site.publish import publish
-from infra_site.worker import WorkerCommand
+from live.nodes import node_label
+from live.publish import publish
+from runtime.metrics import RECOVERY_SECONDS
+from runtime.worker import WorkerCommand
 
 log = logging.getLogger(__name__)
 

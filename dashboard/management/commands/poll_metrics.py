@@ -15,10 +15,10 @@ from typing import Any
 from django.conf import settings
 
 from dashboard.poller import MetricsPoller
-from infra_site.metrics import POLL_FAILURES, POLL_SECONDS
-from infra_site.nodes import remember
-from infra_site.publish import latest, publish
-from infra_site.worker import WorkerCommand
+from live.nodes import remember
+from live.publish import latest, publish
+from runtime.metrics import POLL_FAILURES, POLL_SECONDS
+from runtime.worker import WorkerCommand
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 - `AdminNetworkMiddleware`: the admin (everything under `ADMIN_URL`) answers only clients
   inside `ADMIN_ALLOWED_NETWORKS`; everyone else gets the same 404 as any unknown URL, so
   the admin's existence is not advertised. The client address is the one the chaos
-  limits use (infra_site/clientip.py); an unknown client (a forwarding chain shorter
+  limits use (door/clientip.py); an unknown client (a forwarding chain shorter
   than TRUSTED_PROXY_COUNT) is never allowed.
 - Failed logins are counted by django-axes (settings: `AXES_*`, set from
   `ADMIN_LOGIN_FAILURE_LIMIT` and `ADMIN_LOGIN_COOLOFF_MINUTES`), per client and per
@@ -25,7 +25,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.utils.deprecation import MiddlewareMixin
 
-from infra_site.clientip import rate_key, request_client_ip
+from door.clientip import rate_key, request_client_ip
 
 
 def client_allowed(request: HttpRequest) -> bool:

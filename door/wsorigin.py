@@ -29,7 +29,7 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from django.http.request import split_domain_port, validate_host
 
-from infra_site.metrics import WEBSOCKETS_REFUSED
+from runtime.metrics import WEBSOCKETS_REFUSED
 
 log = logging.getLogger(__name__)
 

@@ -16,8 +16,8 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from prometheus_client import start_http_server
 
-from infra_site.leader import LeaderLock
-from infra_site.metrics import WORKER_LEADING
+from runtime.leader import LeaderLock
+from runtime.metrics import WORKER_LEADING
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ import contextlib
 import redis
 from redis.exceptions import LockNotOwnedError
 
-from infra_site.redisclient import redis_client
+from runtime.redisclient import redis_client
 
 
 class LeaderLock:

@@ -17,7 +17,7 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.core.cache import cache
 
-from infra_site.metrics import BROADCASTS
+from runtime.metrics import BROADCASTS
 
 GROUP = "infra"
 # The channel-layer message type; each web process's hub (dashboard/fanout.py) reads it.

@@ -19,8 +19,8 @@ from typing import Any
 
 from django.conf import settings
 
-from infra_site.clientip import rate_key, scope_client_ip
-from infra_site.metrics import WEBSOCKETS_REFUSED
+from door.clientip import rate_key, scope_client_ip
+from runtime.metrics import WEBSOCKETS_REFUSED
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ CLOSE_TOO_MANY_FROM_CLIENT = 4429
 # application send 1000 or 3000-4999, and answers anything else with 1011.)
 CLOSE_TRY_AGAIN_LATER = 4503
 # Bad request: more frames than WS_CLIENT_FRAME_RATE/_BURST allow (FrameBudget below),
-# enforced by the consumer and, under daphne, where frames arrive (infra_site/door.py).
+# enforced by the consumer and, under daphne, where frames arrive (door/daphne_hooks.py).
 # Not 4429, which says "too many connections from your address".
 CLOSE_TOO_CHATTY = 4400
 

@@ -10,7 +10,7 @@ KB), so here, before Django or Channels see anything:
 Connections (DoorFactory, DoorConnection)
   - At most REQUEST_MAX_CONNECTIONS_PER_IP open TCP connections per client address,
     HTTP and websocket alike; more are closed as they are accepted. The address is the
-    socket peer's (an IPv6 one counted by its CLIENT_IPV6_PREFIX, as infra_site/clientip.py
+    socket peer's (an IPv6 one counted by its CLIENT_IPV6_PREFIX, as door/clientip.py
     does), so this applies only with TRUSTED_PROXY_COUNT = 0: behind a proxy every peer
     is the proxy, and the proxy caps each visitor (README, k8s/app/ingress.yaml).
   - A request's headers and body must be in within REQUEST_DEADLINE_SECONDS of the
@@ -73,9 +73,9 @@ from twisted.protocols import policies
 from twisted.web import http
 from zope.interface import implementer
 
-from infra_site.clientip import pick_client_ip, rate_key
-from infra_site.metrics import CONNECTIONS_CLOSED, WEBSOCKETS_CLOSED
-from infra_site.wscap import CLOSE_TOO_CHATTY, FrameBudget
+from door.clientip import pick_client_ip, rate_key
+from door.wscap import CLOSE_TOO_CHATTY, FrameBudget
+from runtime.metrics import CONNECTIONS_CLOSED, WEBSOCKETS_CLOSED
 
 # The versions the hooks below were written against and tested with.
 WRITTEN_FOR = {"daphne": "4.2.3", "Twisted": "26.10.0", "autobahn": "26.11.1"}
