@@ -288,20 +288,27 @@ def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
 
 
 @pytest.fixture
-def layer_settings(devstack: Devstack) -> Iterator[None]:
+def layer_redis_url(devstack: Devstack) -> str:
+    """The Redis this process publishes to: the web processes' own. A module whose web
+    processes use a database of their own overrides this fixture."""
+    return devstack.redis_url
+
+
+@pytest.fixture
+def layer_settings(layer_redis_url: str) -> Iterator[None]:
     """This process publishes as the poller would: to the real Redis of the web process."""
     with override_settings(
         CACHES={
             "default": {
                 "BACKEND": "django.core.cache.backends.redis.RedisCache",
-                "LOCATION": devstack.redis_url,
+                "LOCATION": layer_redis_url,
                 "KEY_PREFIX": "infra",
             }
         },
         CHANNEL_LAYERS={
             "default": {
                 "BACKEND": "channels_redis.core.RedisChannelLayer",
-                "CONFIG": {"hosts": [devstack.redis_url], "prefix": "infra:ch"},
+                "CONFIG": {"hosts": [layer_redis_url], "prefix": "infra:ch"},
             }
         },
     ):

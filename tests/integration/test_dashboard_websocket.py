@@ -28,6 +28,14 @@ def redis_url(devstack: Devstack) -> str:
 
 
 @pytest.fixture
+def layer_redis_url(devstack: Devstack) -> str:
+    """This module's web processes use a database of their own, emptied first."""
+    url = redis_url(devstack)
+    redis.Redis.from_url(url).flushdb()
+    return url
+
+
+@pytest.fixture
 def viewers() -> Iterator[list[ClientConnection]]:
     opened: list[ClientConnection] = []
     yield opened
