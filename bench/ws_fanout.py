@@ -148,6 +148,8 @@ def app_env(redis_url: str, clients: int) -> dict[str, str]:
         # Every benchmark client comes from 127.0.0.1: lift the per-client cap.
         "WS_MAX_PER_IP": str(clients + 100),
         "WS_MAX_PER_PROCESS": str(clients + 100),
+        # The door counts every connection of an address, websockets included.
+        "REQUEST_MAX_CONNECTIONS_PER_IP": str(clients + 200),
         "PYTHONPATH": str(ROOT),
     }
 
