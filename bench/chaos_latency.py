@@ -34,7 +34,7 @@ import websockets
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.conftest import STATE_DIR, RedisDb, free_port, read_env_file, wait_http  # noqa: E402
+from stackkit.stack import STATE_DIR, RedisDb, free_port, read_env_file, wait_http  # noqa: E402
 
 BENCH_REDIS_DB = int(RedisDb.BENCH_CHAOS_LATENCY)
 CSRF = "benchbenchbenchbenchbenchbench32"

@@ -52,9 +52,9 @@ from wsproto.events import Ping, Pong, TextMessage
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.conftest import free_port, wait_http  # noqa: E402
-from tests.integration.conftest import RedisServer, big_pods_frame  # noqa: E402
-from tests.integration.rawws import Hostile, raise_fd_limit  # noqa: E402
+from stackkit.servers import RedisServer, big_pods_frame  # noqa: E402
+from stackkit.stack import free_port, wait_http  # noqa: E402
+from stackkit.ws import Hostile, raise_fd_limit  # noqa: E402
 
 
 def rss_mb(pid: int) -> float:

@@ -53,19 +53,20 @@ from requests.adapters import HTTPAdapter
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.chaos.stack import chaos_session, events  # noqa: E402
-from tests.conftest import (  # noqa: E402
+from stackkit.podwatch import PodWatch  # noqa: E402
+from stackkit.servers import PrometheusProxy, RedisServer  # noqa: E402
+from stackkit.stack import (  # noqa: E402
     STATE_DIR,
     Devstack,
+    chaos_session,
     daphne_command,
+    events,
     free_port,
     manage,
     read_env_file,
     wait_http,
 )
-from tests.integration import rawws  # noqa: E402
-from tests.integration.conftest import PrometheusProxy, RedisServer  # noqa: E402
-from tests.integration.podwatch import PodWatch  # noqa: E402
+from stackkit.ws import next_frame, open_websocket, raise_fd_limit, source_address  # noqa: E402
 
 # A dependency's outage, and this long after it, may answer 503: clients notice a Redis
 # that is back on their next try, and the poller's Prometheus on its next round.
@@ -256,7 +257,7 @@ async def storm_viewers(ports: list[int], n: int, wait_s: float) -> dict[str, in
     async def one(i: int) -> str:
         try:
             viewer = await asyncio.wait_for(
-                rawws.open_websocket(ports[i % len(ports)], rawws.source_address(30, i)), 30
+                open_websocket(ports[i % len(ports)], source_address(30, i)), 30
             )
         except Exception as exc:
             return f"handshake: {type(exc).__name__}: {str(exc)[:40]}"
@@ -264,7 +265,7 @@ async def storm_viewers(ports: list[int], n: int, wait_s: float) -> dict[str, in
             seed: float | None = None
             async with asyncio.timeout(wait_s):
                 while True:
-                    frame = await rawws.next_frame(viewer)
+                    frame = await next_frame(viewer)
                     if frame.get("type") != "metrics":
                         continue
                     if seed is None:
@@ -283,7 +284,7 @@ async def storm_viewers(ports: list[int], n: int, wait_s: float) -> dict[str, in
 
 def storm_process(ports: list[int], n: int, wait_s: float, out: Any) -> None:
     """A process of its own, so the storm's clients do not queue behind the viewers'."""
-    rawws.raise_fd_limit(n + 1024)
+    raise_fd_limit(n + 1024)
     started = time.monotonic()
     results = asyncio.run(storm_viewers(ports, n, wait_s))
     out.put({"viewers": n, "results": results, "s": time.monotonic() - started})

@@ -16,22 +16,22 @@ Needs Redis: --redis-url, else $REDIS_URL, else the devstack's Redis (database 1
 
 The clients share the machine with the server. So that their own CPU time does not pass
 for the server's, only every --sample'th client (default 10) is a full `websockets`
-client that timestamps each frame as it arrives; the others are raw sockets that do
-the handshake and then leave the frames in their kernel receive buffers, to be read
-and counted after the last publish (K frames of ~3 KB fit in a default buffer). The
-server does the same work for both. Lost = frames any client did not get.
+client that timestamps each frame as it arrives; the others are stackkit.ws viewers (a
+socket and a wsproto connection) that do the handshake and then leave the frames in
+their kernel receive buffers, to be read and counted after the last publish (K frames
+of ~3 KB fit in a default buffer). The server does the same work for both. Lost =
+frames any client did not get. "client CPU" is this process's CPU time while the
+viewers connected and while it read their frames: the clients' own cost, to be kept
+well below the server's.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import os
 import random
-import resource
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -45,8 +45,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from tests.conftest import RedisDb  # noqa: E402
-from tests.integration.rawws import parse_frames  # noqa: E402
+from stackkit import ws  # noqa: E402
+from stackkit.stack import STATE_DIR, RedisDb, free_port, read_env_file  # noqa: E402
 
 BENCH_DB = int(RedisDb.BENCH_WS_FANOUT)
 CONNECT_CONCURRENCY = 100
@@ -121,37 +121,13 @@ class Client:
     settled: asyncio.Event = field(default_factory=asyncio.Event)  # connected or failed
 
 
-@dataclass
-class Passive:
-    """A viewer that reads nothing until the end: a raw socket after the handshake."""
-
-    sock: socket.socket
-    buffered: bytes
-
-
 def default_redis_url() -> str:
     if os.environ.get("REDIS_URL"):
         return os.environ["REDIS_URL"]
-    env_file = ROOT / ".devstack" / "env"
+    env_file = STATE_DIR / "env"
     if env_file.exists():
-        for line in env_file.read_text().splitlines():
-            if line.startswith("REDIS_URL="):
-                return line.split("=", 1)[1].strip().rsplit("/", 1)[0] + f"/{BENCH_DB}"
+        return read_env_file(env_file)["REDIS_URL"].rsplit("/", 1)[0] + f"/{BENCH_DB}"
     return f"redis://127.0.0.1:6379/{BENCH_DB}"
-
-
-def raise_fd_limit(needed: int) -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < needed:
-        if hard != resource.RLIM_INFINITY and hard < needed:
-            sys.exit(f"need {needed} file descriptors, the hard limit is {hard} (ulimit -Hn)")
-        resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def rss_kib(pid: int) -> int:
@@ -172,6 +148,8 @@ def app_env(redis_url: str, clients: int) -> dict[str, str]:
         # Every benchmark client comes from 127.0.0.1: lift the per-client cap.
         "WS_MAX_PER_IP": str(clients + 100),
         "WS_MAX_PER_PROCESS": str(clients + 100),
+        # The door counts every connection of an address, websockets included.
+        "REQUEST_MAX_CONNECTIONS_PER_IP": str(clients + 200),
         "PYTHONPATH": str(ROOT),
     }
 
@@ -238,48 +216,9 @@ async def run_client(url: str, origin: str, client: Client, ready: asyncio.Semap
         client.settled.set()
 
 
-async def connect_passive(port: int, origin: str, gate: asyncio.Semaphore) -> Passive:
-    loop = asyncio.get_running_loop()
-    sock = socket.socket()
-    sock.setblocking(False)
-    key = base64.b64encode(os.urandom(16)).decode()
-    request = (
-        f"GET /ws/infra/ HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
-        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
-        f"Origin: {origin}\r\n\r\n"
-    )
+async def connect_passive(port: int, origin: str, gate: asyncio.Semaphore) -> ws.Viewer:
     async with gate:
-        await loop.sock_connect(sock, ("127.0.0.1", port))
-        await loop.sock_sendall(sock, request.encode())
-        head = b""
-        while b"\r\n\r\n" not in head:
-            chunk = await asyncio.wait_for(loop.sock_recv(sock, 65536), 60)
-            if not chunk:
-                raise ConnectionError("closed during the handshake")
-            head += chunk
-    status, _, rest = head.partition(b"\r\n\r\n")
-    if b" 101 " not in status.split(b"\r\n", 1)[0]:
-        raise ConnectionError(status.split(b"\r\n", 1)[0].decode())
-    return Passive(sock, rest)
-
-
-def read_passive(client: Passive) -> list[str]:
-    """Everything the server sent, as text frames.
-
-    Called after the drain period: what was sent is in the kernel buffer by now, so the
-    non-blocking reads stop at the first EAGAIN instead of waiting on each socket.
-    """
-    data = bytearray(client.buffered)
-    while True:
-        try:
-            chunk = client.sock.recv(1 << 20)
-        except BlockingIOError:
-            break
-        if not chunk:
-            break
-        data += chunk
-    client.sock.close()
-    return [payload.decode() for opcode, payload in parse_frames(data) if opcode == 1]
+        return await asyncio.wait_for(ws.open_websocket(port, origin=origin), 60)
 
 
 def group_members(redis_url: str) -> int:
@@ -353,7 +292,7 @@ async def bench(
         proc = start_web(mode, redis_url, n, port, log)
     timed: list[Client] = []
     tasks: list[asyncio.Task[None]] = []
-    passive: list[Passive] = []
+    passive: list[ws.Viewer] = []
     try:
         await wait_listening(port, proc)
         # One viewer first, so imports, connection pools and the hub exist before the
@@ -366,7 +305,7 @@ async def bench(
         rss_before = rss_kib(proc.pid)
 
         gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
-        started = time.monotonic()
+        started, cpu_started = time.monotonic(), time.process_time()
         n_timed = len(range(0, n, sample))
         timed = [Client() for _ in range(n_timed)]
         tasks += [asyncio.create_task(run_client(url, origin, c, gate)) for c in timed]
@@ -374,10 +313,11 @@ async def bench(
             *(connect_passive(port, origin, gate) for _ in range(n - n_timed)),
             return_exceptions=True,
         )
-        passive = [r for r in results if isinstance(r, Passive)]
+        passive = [r for r in results if isinstance(r, ws.Viewer)]
         errors = [f"{type(r).__name__}: {r}" for r in results if isinstance(r, BaseException)]
         await asyncio.gather(*(c.settled.wait() for c in timed))
         connect_s = time.monotonic() - started
+        connect_cpu_s = time.process_time() - cpu_started
         connected = len(passive) + sum(1 for c in timed if c.ws is not None)
         await asyncio.sleep(2.0)  # first frames delivered, memory settled
         rss_after = rss_kib(proc.pid)
@@ -402,8 +342,10 @@ async def bench(
             sorted((c.received[ts] - ts) * 1000 for c in timed if ts in c.received) for ts in sent
         ]
         got = len(latencies)
+        cpu_started = time.process_time()
         for client in passive:
-            got += sum(1 for text in read_passive(client) if frame_ts(text) in wanted)
+            got += sum(1 for text in ws.texts(client) if frame_ts(text) in wanted)
+        read_cpu_s = time.process_time() - cpu_started
         lost = connected * k - got
         errors += [c.error for c in timed if c.error]
         for c in (*timed, warm):
@@ -431,6 +373,8 @@ async def bench(
         "clients": n,
         "connected": connected,
         "connect_s": connect_s,
+        "connect_cpu_s": connect_cpu_s,
+        "read_cpu_s": read_cpu_s,
         "timed": n_timed,
         "p50_ms": statistics.median(latencies) if latencies else float("nan"),
         "p99_ms": latencies[int(0.99 * (len(latencies) - 1))] if latencies else float("nan"),
@@ -468,7 +412,7 @@ def main() -> None:
     # Stopped from outside (timeout, kill): unwind, so the web process is stopped too.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit("stopped by SIGTERM"))
 
-    raise_fd_limit(max(args.clients) * 2 + 1024)  # inherited by the web process
+    ws.raise_fd_limit(max(args.clients) * 2 + 1024)  # inherited by the web process
     os.environ.update(app_env(args.redis_url, max(args.clients)))
     import django
 
@@ -497,6 +441,10 @@ def main() -> None:
                 f"{r['kib_per_conn']:>8.1f} "
                 f"{r['rss_before_mib']:>5.0f}->{r['rss_after_mib']:<5.0f}",
                 flush=True,
+            )
+            print(
+                f"    connected in {r['connect_s']:.1f} s; client CPU: "
+                f"{r['connect_cpu_s']:.2f} s connecting, {r['read_cpu_s']:.2f} s reading"
             )
             if args.verbose:
                 print("    per message (first/median/last ms):", end="")

@@ -11,7 +11,10 @@ Imports run one way, down this list (docs/architecture.md says why):
                  loop, leader locks, Redis, metrics
 
 A folder may import its own modules and those below it, never one above it or beside it
-on the same line. Nothing outside tests/ imports tests/.
+on the same line. Beside the app, stackkit/ (the local stack's test kit, which the tests
+and the benchmarks share) may read pods as the app does, through chaos, and nothing
+else of ours; no app folder imports it. Nothing outside tests/ imports tests/: not the
+app, not bench/, not stackkit/.
 """
 
 from __future__ import annotations
@@ -30,8 +33,12 @@ MAY_IMPORT: dict[str, set[str]] = {
     "chaos": {"door", "live", "runtime"},
     "dashboard": {"chaos", "door", "live", "runtime"},
     "infra_site": {"dashboard", "chaos", "door", "live", "runtime"},
+    # Outside the app, never in its image: the kit PodWatch reads pods with chaos.kube.
+    "stackkit": {"chaos"},
 }
 PROJECT = {*MAY_IMPORT, "tests", "bench"}
+# Directories of the checkout that hold no module of ours.
+NOT_OURS = {"tests", "staticfiles", "test-artifacts"}
 
 
 def module_name(path: Path) -> str:
@@ -103,4 +110,32 @@ def test_imports_run_one_way(path: Path) -> None:
     ours = top_level(imported(path)) & PROJECT
     assert ours <= MAY_IMPORT[folder] | {folder}, (
         f"{folder}/ may import {sorted(MAY_IMPORT[folder]) or 'no other folder'}"
+    )
+
+
+def outside_tests() -> list[Path]:
+    """Every Python file of the checkout outside tests/ (hidden folders, such as the
+    virtualenv, aside)."""
+    found: list[Path] = []
+    for entry in sorted(ROOT.iterdir()):
+        if entry.name.startswith(".") or entry.name in NOT_OURS or entry.is_symlink():
+            continue
+        if entry.is_dir():
+            found += sorted(entry.rglob("*.py"))
+        elif entry.suffix == ".py":
+            found.append(entry)
+    return found
+
+
+def test_the_benchmarks_and_the_kit_are_among_the_files_checked() -> None:
+    # An empty or partial list would pass the rule below without reading anything.
+    files = {p.relative_to(ROOT).parts[0] for p in outside_tests()}
+    assert {"bench", "stackkit", "manage.py", *MAY_IMPORT} <= files
+    assert "tests" not in files
+
+
+@pytest.mark.parametrize("path", outside_tests(), ids=lambda p: str(p.relative_to(ROOT)))
+def test_nothing_outside_tests_imports_tests(path: Path) -> None:
+    assert "tests" not in top_level(imported(path)), (
+        "what tests and benchmarks share lives in stackkit/, which both import"
     )

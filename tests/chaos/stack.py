@@ -8,23 +8,20 @@ namespace (`chaos-test`), never in the `chaos-demo` a running `make run` shows.
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
-from pathlib import Path
 from typing import Any
 
 import redis
 import requests
 
+from stackkit.stack import chaos_session as chaos_session
+from stackkit.stack import events as events
 from tests.conftest import SELECTOR, STATE_DIR, TEST_NAMESPACE, Devstack
 
 NAMESPACE = TEST_NAMESPACE
 REPLICAS = 3
 # devstack/up's kustomization: k8s/chaos-demo/ in the test namespace.
 TEST_NAMESPACE_MANIFESTS = STATE_DIR / TEST_NAMESPACE
-# Any 32 alphanumerics make a valid CSRF secret: the check is cookie == header
-# (double submit), which a browser page does with the cookie Django set.
-CSRF_TOKEN = "chaostestchaostestchaostestchaos"
 # App settings under which every press is refused by the app's own look (no pod matches,
 # 409 no_eligible_pod) after the budgets counted it: budgets get spent, no pod dies.
 GUARD_ALWAYS_REFUSES = {"CHAOS_SELECTOR": "app=no-such-pod"}
@@ -145,26 +142,8 @@ def restore_rbac(devstack: Devstack) -> None:
     wait_rbac(devstack, allowed=True)
 
 
-def chaos_session(base_url: str) -> requests.Session:
-    """A visitor with a CSRF cookie and header, as the page's script sends them."""
-    session = requests.Session()
-    session.cookies.set("csrftoken", CSRF_TOKEN, domain="127.0.0.1")
-    session.headers["X-CSRFToken"] = CSRF_TOKEN
-    session.headers["Referer"] = f"{base_url}/infra"
-    return session
-
-
 def press(session: requests.Session, base_url: str, **headers: str) -> requests.Response:
     return session.post(f"{base_url}/api/infra/chaos", headers=headers, timeout=15)
-
-
-def events(devstack: Devstack) -> list[dict[str, Any]]:
-    """ChaosEvent rows of the session's app database, newest first."""
-    path = Path(devstack.database_url.removeprefix("sqlite:///"))
-    with sqlite3.connect(path) as db:
-        db.row_factory = sqlite3.Row
-        rows = db.execute("SELECT * FROM chaos_chaosevent ORDER BY id DESC").fetchall()
-    return [dict(row) for row in rows]
 
 
 def event(devstack: Devstack, event_id: int) -> dict[str, Any]:

@@ -27,6 +27,7 @@ import redis
 import requests
 
 from chaos.services import KILL_LOCK_KEY
+from stackkit.podwatch import PodWatch, Terminations
 from tests.chaos.stack import (
     NAMESPACE,
     chaos_session,
@@ -38,7 +39,6 @@ from tests.chaos.stack import (
 )
 from tests.conftest import Devstack
 from tests.integration.conftest import RedisServer
-from tests.integration.podwatch import PodWatch, Terminations
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("healthy_cluster")]
 

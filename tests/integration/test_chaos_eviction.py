@@ -32,6 +32,7 @@ from kubernetes import config as kube_config
 
 from chaos import kube
 from chaos.pods import Pod
+from stackkit.podwatch import PodWatch
 from tests.chaos.stack import (
     NAMESPACE,
     REPLICAS,
@@ -43,7 +44,6 @@ from tests.chaos.stack import (
 )
 from tests.conftest import ROOT, SELECTOR, Devstack
 from tests.integration.conftest import RedisServer
-from tests.integration.podwatch import PodWatch
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("healthy_cluster")]
 

@@ -23,10 +23,10 @@ from wsproto.events import Ping, Pong, TextMessage
 
 from door.wscap import CLOSE_TOO_CHATTY
 from live.publish import publish
+from stackkit.servers import big_pods_frame
+from stackkit.ws import Hostile, raise_fd_limit
 from tests.chaos.stack import flush_test_redis
 from tests.conftest import Devstack, StartProcess, daphne_command, free_port, wait_http
-from tests.integration.conftest import big_pods_frame
-from tests.integration.rawws import Hostile, raise_fd_limit
 from tests.integration.scrape import sample_sum
 
 pytestmark = pytest.mark.integration

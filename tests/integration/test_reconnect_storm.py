@@ -16,8 +16,7 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.conftest import Devstack
-from tests.integration.rawws import (
+from stackkit.ws import (
     Viewer,
     close_codes,
     open_websocket,
@@ -25,6 +24,7 @@ from tests.integration.rawws import (
     retransmissions,
     source_address,
 )
+from tests.conftest import Devstack
 from tests.integration.scrape import sample_sum
 
 pytestmark = pytest.mark.integration

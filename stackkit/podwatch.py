@@ -16,7 +16,7 @@ from kubernetes import config as kube_config
 
 from chaos import kube
 from chaos.pods import Pod
-from tests.conftest import SELECTOR, Devstack
+from stackkit.stack import SELECTOR, Devstack
 
 
 @dataclass
@@ -54,7 +54,9 @@ class PodWatch:
     """Watches the test namespace as the admin on a thread, from a list taken at start."""
 
     def __init__(self, devstack: Devstack) -> None:
-        api_client = kube_config.new_client_from_config(config_file=devstack.admin_kubeconfig)
+        api_client = kube_config.new_client_from_config(  # type: ignore[no-untyped-call]
+            config_file=devstack.admin_kubeconfig
+        )
         self.api = client.CoreV1Api(api_client)
         self.namespace = devstack.namespace
         self.seen = Terminations()

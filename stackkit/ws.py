@@ -1,35 +1,96 @@
-"""Websocket clients on raw sockets: viewers for storms of thousands from one test
-process, and hostile clients that send frames no polite library would.
+"""Websocket clients on raw sockets, all speaking through wsproto (a sans-IO websocket
+library): viewers for storms of thousands from one process, and hostile clients that
+send frames no polite library would.
 
-A websocket library spends a few milliseconds of Python per handshake; in a storm of
-thousands that makes the client, not the server, the bottleneck. Here a viewer's
-handshake is one prepared request and a read, and server frames (never masked) are
-parsed by hand. A Hostile client builds its frames with wsproto (a sans-IO websocket
-library) and writes them as fast as the socket takes them, as many times as it likes.
+A full asyncio websocket library (a task, a queue and keepalive timers per connection)
+costs so much Python per viewer that in a storm of thousands the client, not the
+server, becomes the bottleneck. A viewer here is a socket and a wsproto connection:
+wsproto writes the handshake, checks the server's answer and parses every frame, and
+the viewer reads only when asked. A Hostile client builds its frames with the same
+library and writes them as fast as the socket takes them, as many times as it likes.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
-import os
 import resource
 import socket
 import struct
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
 from wsproto import ConnectionType, WSConnection
-from wsproto.events import AcceptConnection, CloseConnection, Event, RejectConnection, Request
+from wsproto.events import (
+    AcceptConnection,
+    CloseConnection,
+    Event,
+    Ping,
+    RejectConnection,
+    Request,
+    TextMessage,
+)
+
+# How a viewer's close codes say that the server dropped the socket without a close frame.
+GONE = -1
+
+
+def handshake(port: int, origin: str | None = None) -> Request:
+    """The page's websocket request to a server on loopback `port`, from its own origin
+    unless told otherwise."""
+    origin = origin or f"http://127.0.0.1:{port}"
+    return Request(
+        host=f"127.0.0.1:{port}", target="/ws/infra/", extra_headers=[(b"origin", origin.encode())]
+    )
 
 
 @dataclass
 class Viewer:
+    """One viewer: a non-blocking socket and its wsproto connection. What the server
+    sent waits in the kernel until a read is asked for; then `messages` holds the text
+    messages not yet taken and `closed` the close codes received."""
+
     sock: socket.socket
-    rest: bytes  # what arrived after the handshake's response head
-    buffer: bytearray = field(default_factory=bytearray)
+    ws: WSConnection = field(default_factory=lambda: WSConnection(ConnectionType.CLIENT))
+    accepted: bool = False
+    messages: deque[str] = field(default_factory=deque)
+    closed: list[int] = field(default_factory=list)
+    # Pongs owed to the server's keepalive pings, sent on the next await that writes.
+    pongs: bytearray = field(default_factory=bytearray)
+    _parts: list[str] = field(default_factory=list)
+
+    def receive(self, data: bytes) -> None:
+        self.ws.receive_data(data)
+        for event in self.ws.events():
+            if isinstance(event, TextMessage):
+                self._parts.append(event.data)
+                if event.message_finished:
+                    self.messages.append("".join(self._parts))
+                    self._parts.clear()
+            elif isinstance(event, CloseConnection):
+                self.closed.append(event.code)
+            elif isinstance(event, Ping):
+                self.pongs += self.ws.send(event.response())
+            elif isinstance(event, AcceptConnection):
+                self.accepted = True
+            elif isinstance(event, RejectConnection):
+                raise ConnectionError(f"handshake refused: {event.status_code}")
+
+    def drain(self) -> bool:
+        """Takes in what the kernel holds for this socket, without waiting; False if the
+        server has gone (the socket is at its end)."""
+        while True:
+            try:
+                chunk = self.sock.recv(1 << 20)
+            except BlockingIOError:
+                return True
+            except OSError:
+                return False
+            if not chunk:
+                return False
+            self.receive(chunk)
 
 
 def source_address(block: int, i: int) -> str:
@@ -50,33 +111,27 @@ def raise_fd_limit(needed: int) -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
 
 
-async def open_websocket(port: int, source: str) -> Viewer:
+async def open_websocket(
+    port: int, source: str | None = None, *, origin: str | None = None
+) -> Viewer:
+    """A viewer from loopback address `source` (any, if None) whose handshake the server
+    accepted; ConnectionError if it refused or closed."""
     loop = asyncio.get_running_loop()
-    sock = socket.socket()
+    viewer = Viewer(socket.socket())
     try:
-        sock.setblocking(False)
-        sock.bind((source, 0))
-        await loop.sock_connect(sock, ("127.0.0.1", port))
-        key = base64.b64encode(os.urandom(16)).decode()
-        request = (
-            f"GET /ws/infra/ HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
-            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
-            f"Origin: http://127.0.0.1:{port}\r\n\r\n"
-        )
-        await loop.sock_sendall(sock, request.encode())
-        head = b""
-        while b"\r\n\r\n" not in head:
-            chunk = await loop.sock_recv(sock, 65536)
+        viewer.sock.setblocking(False)
+        if source is not None:
+            viewer.sock.bind((source, 0))
+        await loop.sock_connect(viewer.sock, ("127.0.0.1", port))
+        await loop.sock_sendall(viewer.sock, viewer.ws.send(handshake(port, origin)))
+        while not viewer.accepted:
+            chunk = await loop.sock_recv(viewer.sock, 65536)
             if not chunk:
                 raise ConnectionError("closed during the handshake")
-            head += chunk
-        status, _, rest = head.partition(b"\r\n\r\n")
-        first_line = status.split(b"\r\n", 1)[0].decode()
-        if " 101 " not in first_line:
-            raise ConnectionError(first_line)
-        return Viewer(sock, rest, bytearray(rest))
+            viewer.receive(chunk)
+        return viewer
     except BaseException:
-        sock.close()
+        viewer.sock.close()
         raise
 
 
@@ -89,58 +144,38 @@ def retransmissions(viewer: Viewer) -> int:
     return int(struct.unpack_from("I", info, 100)[0])
 
 
-def parse_frames(data: bytearray) -> list[tuple[int, bytes]]:
-    """Complete frames at the head of `data`, removed from it: (opcode, payload)."""
-    frames, i = [], 0
-    while i + 2 <= len(data):
-        opcode, length, j = data[i] & 0x0F, data[i + 1] & 0x7F, i + 2
-        if length == 126:
-            if j + 2 > len(data):
-                break
-            length, j = int.from_bytes(data[j : j + 2], "big"), j + 2
-        elif length == 127:
-            if j + 8 > len(data):
-                break
-            length, j = int.from_bytes(data[j : j + 8], "big"), j + 8
-        if j + length > len(data):
-            break
-        frames.append((opcode, bytes(data[j : j + length])))
-        i = j + length
-    del data[:i]
-    return frames
-
-
 def close_codes(viewer: Viewer) -> list[int]:
-    """Close frames the server has sent on this socket so far; [-1] if it is gone."""
-    while True:
-        try:
-            chunk = viewer.sock.recv(1 << 20)
-        except BlockingIOError:
-            break
-        if not chunk:
-            return [-1]
-        viewer.buffer += chunk
-    return [
-        int.from_bytes(payload[:2], "big") if len(payload) >= 2 else 1005
-        for opcode, payload in parse_frames(viewer.buffer)
-        if opcode == 8
-    ]
+    """Close codes the server has sent on this socket so far; [GONE] if it is gone."""
+    if not viewer.drain():
+        return [GONE]
+    return list(viewer.closed)
+
+
+def texts(viewer: Viewer) -> list[str]:
+    """Every text message the server has sent so far, once it is in the kernel's buffer;
+    closes the socket."""
+    viewer.drain()
+    viewer.sock.close()
+    taken = list(viewer.messages)
+    viewer.messages.clear()
+    return taken
 
 
 async def next_frame(viewer: Viewer) -> dict[str, Any]:
     """The next JSON text frame from the server; ConnectionError if it closes."""
     loop = asyncio.get_running_loop()
-    while True:
-        for opcode, payload in parse_frames(viewer.buffer):
-            if opcode == 8:
-                raise ConnectionError(f"closed {int.from_bytes(payload[:2], 'big')}")
-            if opcode == 1:
-                frame: dict[str, Any] = json.loads(payload)
-                return frame
+    while not viewer.messages:
+        if viewer.closed:
+            raise ConnectionError(f"closed {viewer.closed[0]}")
+        if viewer.pongs:
+            await loop.sock_sendall(viewer.sock, bytes(viewer.pongs))
+            viewer.pongs.clear()
         chunk = await loop.sock_recv(viewer.sock, 1 << 16)
         if not chunk:
             raise ConnectionError("connection lost")
-        viewer.buffer += chunk
+        viewer.receive(chunk)
+    frame: dict[str, Any] = json.loads(viewer.messages.popleft())
+    return frame
 
 
 class Hostile:
@@ -165,12 +200,7 @@ class Hostile:
             self.sock.bind((source, 0))
             self.sock.connect(("127.0.0.1", port))
             self.ws = WSConnection(ConnectionType.CLIENT)
-            origin = (b"origin", f"http://127.0.0.1:{port}".encode())
-            self.sock.sendall(
-                self.ws.send(
-                    Request(host=f"127.0.0.1:{port}", target="/ws/infra/", extra_headers=[origin])
-                )
-            )
+            self.sock.sendall(self.ws.send(handshake(port)))
             while True:
                 data = self.sock.recv(65536)
                 if not data:
