@@ -1,11 +1,11 @@
 """One registry of Redis databases: every test module and bench takes its number from
-tests.conftest.RedisDb, so no two users share a database by accident."""
+stackkit.stack.RedisDb, so no two users share a database by accident."""
 
 from __future__ import annotations
 
 import re
 
-from tests.conftest import ROOT, RedisDb
+from stackkit.stack import ROOT, RedisDb
 
 # A Redis URL with a database number written out, or a module constant naming one.
 LITERAL = re.compile(r"redis://[^\s\"']*:\d+/(?P<url>\d+)|_(?:REDIS_)?DB\s*=\s*(?P<const>\d+)\b")
@@ -22,7 +22,8 @@ def test_no_test_or_bench_writes_a_database_number_of_its_own() -> None:
     """A number written in a module would be outside the registry. Allowed: database 0 of a
     Redis that is not the devstack's (a port nothing serves, a server the test started)."""
     found = []
-    for path in [*(ROOT / "tests").rglob("*.py"), *(ROOT / "bench").rglob("*.py")]:
+    folders = ("tests", "bench", "stackkit")
+    for path in (p for folder in folders for p in (ROOT / folder).rglob("*.py")):
         if path.name == "test_redis_dbs.py":
             continue
         for number, line in enumerate(path.read_text().splitlines(), 1):
@@ -31,4 +32,4 @@ def test_no_test_or_bench_writes_a_database_number_of_its_own() -> None:
                 if match.group("url") and db == "0" and "6379" not in line:
                     continue
                 found.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()}")
-    assert not found, "take the database from tests.conftest.RedisDb:\n" + "\n".join(found)
+    assert not found, "take the database from stackkit.stack.RedisDb:\n" + "\n".join(found)
