@@ -261,6 +261,8 @@ def main() -> None:
             "CHAOS_BURST_PER_IP": "1000/10s",
             "CHAOS_RATE_GLOBAL": "1000/m",
             "WS_MAX_PER_IP": str(args.viewers + 100),
+            # Every viewer connects from one address; the door counts them all.
+            "REQUEST_MAX_CONNECTIONS_PER_IP": str(args.viewers + 200),
             "WS_MAX_PER_PROCESS": str(args.viewers + 100),
             "DJANGO_DEBUG": "false",
         }

@@ -99,7 +99,10 @@ def test_concurrent_presses_cannot_overshoot(web_server: WebServer) -> None:
     session = chaos_session(url)
     with ThreadPoolExecutor(max_workers=16) as pool:
         codes = list(pool.map(lambda _: press(session, url).status_code, range(32)))
-    assert sorted(codes) == [409] * 3 + [429] * 29
+    # Never more than the budget. Fewer may pass, even none: the windows are counted one
+    # after the other, and racing presses can each take the last place of a different one.
+    assert set(codes) <= {409, 429}
+    assert codes.count(409) <= 3
 
 
 def test_a_crowd_of_fresh_addresses_answered_busy_does_not_lock_out_the_next_visitor(

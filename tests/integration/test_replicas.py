@@ -342,8 +342,8 @@ def test_prometheus_load_is_the_same_for_one_or_two_web_processes_and_one_or_500
     prometheus_proxy: PrometheusProxy,
 ) -> None:
     per_round = len(promql.SCALARS) + len(promql.VECTORS)
-    # Enough websocket places for 500 viewers from one address.
-    env = {"WS_MAX_PER_IP": "1000"}
+    # Enough websocket places, and connections at the door, for 500 viewers from one address.
+    env = {"WS_MAX_PER_IP": "1000", "REQUEST_MAX_CONNECTIONS_PER_IP": "1100"}
     first_web = web_server(**env)
     pollers = start_workers(
         devstack, start_process, "poller", 2, PROMETHEUS_URL=prometheus_proxy.url
