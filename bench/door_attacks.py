@@ -38,11 +38,10 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import django
@@ -52,9 +51,10 @@ from wsproto.events import Ping, Pong, TextMessage
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from stackkit.bystander import bystander  # noqa: E402
 from stackkit.servers import RedisServer, big_pods_frame  # noqa: E402
 from stackkit.stack import free_port, wait_http  # noqa: E402
-from stackkit.ws import Hostile, raise_fd_limit  # noqa: E402
+from stackkit.ws import Hostile, continuation_flood, raise_fd_limit  # noqa: E402
 
 
 def rss_mb(pid: int) -> float:
@@ -127,51 +127,35 @@ def web_process(checkout: Path, workdir: Path, slow: int, fds: int | None) -> It
         redis.stop()
 
 
-@dataclass
 class Watch:
-    """Another client's latency and the server's RSS, sampled while an attack runs."""
+    """Another client's latency (a Bystander) and the server's RSS, sampled while an
+    attack runs."""
 
-    web: Web
-    path: str = "/healthz"
-    latencies: list[float] = field(default_factory=list)
-    failures: int = 0
-    rss: list[float] = field(default_factory=list)
-    _stop: threading.Event = field(default_factory=threading.Event)
+    def __init__(self, web: Web, path: str = "/healthz") -> None:
+        self.web, self.path = web, path
+        self.rss: list[float] = []
+        self._other = bystander(web.url, path, every=0.05, sample=self._sample)
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            start = time.monotonic()
-            try:
-                answer = requests.get(
-                    self.web.url + self.path, timeout=5, headers={"Connection": "close"}
-                )
-                if answer.status_code == 200:
-                    self.latencies.append(time.monotonic() - start)
-                else:
-                    self.failures += 1
-            except requests.RequestException:
-                self.failures += 1
-            self.rss.append(rss_mb(self.web.proc.pid))
-            self._stop.wait(0.05)
+    def _sample(self) -> None:
+        self.rss.append(rss_mb(self.web.proc.pid))
 
     def __enter__(self) -> Watch:
-        self.rss.append(rss_mb(self.web.proc.pid))
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
+        self._sample()
+        self.other = self._other.__enter__()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
+        self._other.__exit__(None, None, None)
 
     def summary(self) -> str:
-        if self.latencies:
-            ms = sorted(x * 1000 for x in self.latencies)
+        failed = len(self.other.failures)
+        if self.other.times:
+            ms = sorted(x * 1000 for x in self.other.times)
             latency = f"{self.path} median {statistics.median(ms):.0f} ms, max {ms[-1]:.0f} ms" + (
-                f", {self.failures} failed" if self.failures else ""
+                f", {failed} failed" if failed else ""
             )
         else:
-            latency = f"{self.path}: no answer ({self.failures} failed)"
+            latency = f"{self.path}: no answer"
         return f"{latency}; RSS {self.rss[0]:.0f} -> peak {max(self.rss):.0f} MB"
 
 
@@ -191,11 +175,6 @@ def single_flood(web: Web, seconds: float, build: Callable[[Hostile], bytes], re
     if dropped is None:
         return f"never closed in {seconds:.0f} s, {sent}"
     return f"closed after {dropped:.2f} s{code}, {sent}"
-
-
-def continuation(hostile: Hostile) -> bytes:
-    hostile.sock.sendall(hostile.frame(TextMessage(data="a", message_finished=False)))
-    return hostile.frame(TextMessage(data="", message_finished=False))
 
 
 def unfinished_messages(web: Web, seconds: float) -> str:
@@ -346,7 +325,7 @@ def main() -> None:
             ("ping flood", lambda h: h.frame(Ping(b"x" * 125)), True),
             ("ping flood, pongs unread", lambda h: h.frame(Ping(b"x" * 125)), False),
             ("pong flood", lambda h: h.frame(Pong(b"x" * 125)), False),
-            ("continuation flood", continuation, True),
+            ("continuation flood", continuation_flood, True),
         ]
         for name, build, read in floods:
             with Watch(web) as watch:

@@ -274,3 +274,10 @@ class Hostile:
 
     def close(self) -> None:
         self.sock.close()
+
+
+def continuation_flood(hostile: Hostile) -> bytes:
+    """Starts a text message that never ends (sent at once) and returns an empty
+    continuation frame, for `Hostile.flood` to write over and over."""
+    hostile.sock.sendall(hostile.frame(TextMessage(data="a", message_finished=False)))
+    return hostile.frame(TextMessage(data="", message_finished=False))

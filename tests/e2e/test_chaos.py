@@ -47,18 +47,22 @@ def app_env(devstack: Devstack) -> dict[str, str]:
     return devstack.app_env(REDIS_URL=url, POLL_INTERVAL="2", TRUSTED_PROXY_COUNT="1")
 
 
-def test_every_viewer_sees_the_kill_and_the_recovery_the_backend_measured(
-    devstack: Devstack,
-    app_env: dict[str, str],
-    start_process: StartProcess,
-    browser: Any,
-    artifacts: Path,
-) -> None:
+@pytest.fixture
+def url(app_env: dict[str, str], start_process: StartProcess) -> str:
+    """The app as `make run` runs it (poller, watcher, web), on a port of its own."""
     start_process(manage("poll_metrics"), app_env, name="poller")
     start_process(manage("watch_pods"), app_env, name="watcher")
     port = free_port()
     start_web(app_env, start_process, port)
-    url = f"http://127.0.0.1:{port}"
+    return f"http://127.0.0.1:{port}"
+
+
+def test_every_viewer_sees_the_kill_and_the_recovery_the_backend_measured(
+    devstack: Devstack,
+    url: str,
+    browser: Any,
+    artifacts: Path,
+) -> None:
     contexts = [browser.new_context(extra_http_headers=visitor()) for _ in range(2)]
     try:
         clicker, onlooker = (context.new_page() for context in contexts)
@@ -113,18 +117,12 @@ BUDGET_WORDS = "Kubernetes refused: the disruption budget allows only one pod do
 
 def test_kubernetes_refusing_the_eviction_is_said_in_words_on_the_page_and_in_the_feed(
     devstack: Devstack,
-    app_env: dict[str, str],
-    start_process: StartProcess,
+    url: str,
     browser: Any,
     artifacts: Path,
 ) -> None:
     # A budget that allows no pod down: the app's own look passes (3/3 Ready), and the
     # apiserver refuses the eviction. What the visitor reads is Kubernetes' answer.
-    start_process(manage("poll_metrics"), app_env, name="poller")
-    start_process(manage("watch_pods"), app_env, name="watcher")
-    port = free_port()
-    start_web(app_env, start_process, port)
-    url = f"http://127.0.0.1:{port}"
     before = {p["metadata"]["uid"] for p in pods(devstack)}
     context = browser.new_context(extra_http_headers=visitor())
     try:

@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import socket
-import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import pytest
 import requests
@@ -23,8 +21,9 @@ from wsproto.events import Ping, Pong, TextMessage
 
 from door.wscap import CLOSE_TOO_CHATTY
 from live.publish import publish
+from stackkit.bystander import bystander
 from stackkit.servers import big_pods_frame
-from stackkit.ws import Hostile, raise_fd_limit
+from stackkit.ws import Hostile, continuation_flood, raise_fd_limit
 from tests.chaos.stack import flush_test_redis
 from tests.conftest import Devstack, StartProcess, daphne_command, free_port, wait_http
 from tests.integration.scrape import sample_sum
@@ -42,50 +41,7 @@ def port_of(url: str) -> int:
     return int(url.rsplit(":", 1)[1])
 
 
-@dataclass
-class Bystander:
-    """Another client: GET `path` on a new connection every 20 ms, timing each answer."""
-
-    url: str
-    path: str = "/healthz"
-    times: list[float] = field(default_factory=list)
-    failures: list[str] = field(default_factory=list)
-    _stop: threading.Event = field(default_factory=threading.Event)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            start = time.monotonic()
-            try:
-                answer = requests.get(
-                    self.url + self.path, timeout=5, headers={"Connection": "close"}
-                )
-                if answer.status_code != 200:
-                    self.failures.append(str(answer.status_code))
-            except requests.RequestException as exc:
-                self.failures.append(type(exc).__name__)
-            self.times.append(time.monotonic() - start)
-            self._stop.wait(0.02)
-
-
-@contextmanager
-def bystander(url: str, path: str = "/healthz") -> Iterator[Bystander]:
-    other = Bystander(url, path)
-    requests.get(url + path, timeout=10)  # the first answer's one-off costs are not a flood's
-    thread = threading.Thread(target=other._run, daemon=True)
-    thread.start()
-    try:
-        yield other
-    finally:
-        other._stop.set()
-        thread.join(timeout=10)
-
-
 # --- every frame counts -----------------------------------------------------------------
-
-
-def continuation_flood(hostile: Hostile) -> bytes:
-    hostile.sock.sendall(hostile.frame(TextMessage(data="a", message_finished=False)))
-    return hostile.frame(TextMessage(data="", message_finished=False))
 
 
 FLOODS: dict[str, tuple[Callable[[Hostile], bytes], bool]] = {
