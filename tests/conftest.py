@@ -6,8 +6,7 @@ tests would prove nothing.
 
 The suite shares the stack with a running `make run` and must never break it: what the
 stack is, which namespace tests break and which Redis database each user has, is said
-once in stackkit/stack.py, which the benchmarks read too; the names are re-exported here
-for the tests.
+once in stackkit/stack.py, which the benchmarks read too, and tests import from there.
 """
 
 from __future__ import annotations
@@ -22,17 +21,17 @@ from typing import Any
 import pytest
 import requests
 
-from stackkit.stack import ROOT as ROOT
-from stackkit.stack import SELECTOR as SELECTOR
-from stackkit.stack import STATE_DIR as STATE_DIR
-from stackkit.stack import TEST_NAMESPACE as TEST_NAMESPACE
-from stackkit.stack import Devstack as Devstack
-from stackkit.stack import RedisDb as RedisDb
-from stackkit.stack import daphne_command as daphne_command
-from stackkit.stack import free_port as free_port
-from stackkit.stack import manage as manage
-from stackkit.stack import read_env_file as read_env_file
-from stackkit.stack import wait_http as wait_http
+from stackkit.stack import (
+    ROOT,
+    STATE_DIR,
+    TEST_NAMESPACE,
+    Devstack,
+    daphne_command,
+    free_port,
+    manage,
+    read_env_file,
+    wait_http,
+)
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 

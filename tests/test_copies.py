@@ -9,7 +9,7 @@ import ast
 from collections import defaultdict
 from pathlib import Path
 
-from tests.conftest import ROOT
+from stackkit.stack import ROOT
 
 BLOCK = 6
 # The first line of an allowed copy -> why it is written out more than once.

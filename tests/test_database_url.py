@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, manage
+from stackkit.stack import ROOT, manage
 from tests.test_settings import clean_env
 
 SECRET = {"DJANGO_SECRET_KEY": "not-a-secret-only-for-these-tests-0123456789abcdef"}

@@ -26,7 +26,7 @@ from twisted.protocols import policies
 from twisted.web import http
 
 from door import daphne_hooks
-from tests.conftest import ROOT
+from stackkit.stack import ROOT
 
 
 @pytest.mark.parametrize("distribution", sorted(daphne_hooks.WRITTEN_FOR))

@@ -7,7 +7,7 @@ import fakeredis
 import redis
 
 from runtime.leader import LeaderLock
-from tests.conftest import free_port
+from stackkit.stack import free_port
 
 
 def pair() -> tuple[fakeredis.FakeRedis, LeaderLock, LeaderLock]:

@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from runtime import worker
 from runtime.worker import WorkerCommand
-from tests.conftest import free_port
+from stackkit.stack import free_port
 
 
 def metric_names(text: str) -> set[str]:

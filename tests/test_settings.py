@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from tests.conftest import ROOT, manage, read_env_file
+from stackkit.stack import ROOT, manage, read_env_file
 
 # What a web pod in k8s/app/ runs with: settings.env (the ConfigMap), the Secret's keys
 # (invented here) and the variables web.yaml composes.

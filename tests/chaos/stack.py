@@ -14,9 +14,7 @@ from typing import Any
 import redis
 import requests
 
-from stackkit.stack import chaos_session as chaos_session
-from stackkit.stack import events as events
-from tests.conftest import SELECTOR, STATE_DIR, TEST_NAMESPACE, Devstack
+from stackkit.stack import SELECTOR, STATE_DIR, TEST_NAMESPACE, Devstack, events
 
 NAMESPACE = TEST_NAMESPACE
 REPLICAS = 3

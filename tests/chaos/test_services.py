@@ -27,8 +27,8 @@ from chaos.services import (
     chaos_unleash,
     kill_lock,
 )
+from stackkit.stack import free_port
 from tests.chaos.fakes import FakeApi, three_healthy
-from tests.conftest import free_port
 
 CROWD = 12
 

@@ -17,8 +17,8 @@ from prometheus_client import REGISTRY
 from chaos import services
 from chaos.models import ChaosEvent
 from chaos.services import KILL_LOCK_KEY, client_hash
+from stackkit.stack import free_port
 from tests.chaos.fakes import FakeApi, pod_dict, three_healthy
-from tests.conftest import free_port
 
 URL = "/api/infra/chaos"
 pytestmark = pytest.mark.django_db

@@ -13,7 +13,7 @@ from dashboard.management.commands.poll_metrics import Command
 from dashboard.poller import HISTORY_REFRESH_S, MetricsPoller
 from live.nodes import node_label
 from live.publish import latest
-from tests.conftest import free_port
+from stackkit.stack import free_port
 from tests.dashboard.promserver import FakePrometheus, matrix, serve, value, vector
 
 GIB = 1024**3

@@ -18,7 +18,7 @@ from dashboard.prometheus import (
     run_concurrently,
     scalar,
 )
-from tests.conftest import free_port
+from stackkit.stack import free_port
 from tests.dashboard.promserver import ERROR, FakePrometheus, matrix, serve, value, vector
 
 

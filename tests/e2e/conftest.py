@@ -18,16 +18,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import (
-    IN_CI,
-    ROOT,
-    Devstack,
-    RedisDb,
-    StartProcess,
-    free_port,
-    manage,
-    unavailable,
-)
+from stackkit.stack import ROOT, Devstack, RedisDb, free_port, manage
+from tests.conftest import IN_CI, StartProcess, unavailable
 
 ARTIFACTS = ROOT / "test-artifacts"
 INSTALL_AXE = ROOT / "devstack" / "install-axe"

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
+from stackkit.stack import Devstack
 from tests.chaos.stack import wait_healthy
-from tests.conftest import Devstack
 from tests.e2e.conftest import Audit, until
 from tests.e2e.test_dashboard import DESKTOP, HEALTHY_THREE, PHONE, visitor, wait_for_live
 

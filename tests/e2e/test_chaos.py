@@ -16,15 +16,9 @@ from typing import Any
 import pytest
 import redis
 
-from tests.chaos.stack import (
-    events,
-    pods,
-    restore_budget,
-    set_max_unavailable,
-    wait_budget,
-    wait_healthy,
-)
-from tests.conftest import Devstack, RedisDb, StartProcess, free_port, manage
+from stackkit.stack import Devstack, RedisDb, events, free_port, manage
+from tests.chaos.stack import pods, restore_budget, set_max_unavailable, wait_budget, wait_healthy
+from tests.conftest import StartProcess
 from tests.e2e.conftest import until
 from tests.e2e.test_dashboard import (
     HEALTHY_THREE,

@@ -13,16 +13,9 @@ from typing import Any
 
 import pytest
 
+from stackkit.stack import Devstack, RedisDb, daphne_command, free_port, manage, wait_http
 from tests.chaos.stack import scale
-from tests.conftest import (
-    Devstack,
-    RedisDb,
-    StartProcess,
-    daphne_command,
-    free_port,
-    manage,
-    wait_http,
-)
+from tests.conftest import StartProcess
 from tests.e2e.conftest import DESKTOP, until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Devstack
+from stackkit.stack import Devstack
 from tests.e2e.conftest import until
 from tests.integration.scrape import sample_sum
 

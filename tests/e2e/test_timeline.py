@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from tests.chaos.stack import events, wait_healthy
-from tests.conftest import Devstack
+from stackkit.stack import Devstack, events
+from tests.chaos.stack import wait_healthy
 from tests.e2e.conftest import until
 from tests.e2e.test_dashboard import DESKTOP, HEALTHY_THREE, PHONE, visitor, wait_for_live
 

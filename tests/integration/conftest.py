@@ -20,10 +20,9 @@ from pathlib import Path
 import pytest
 from django.test import override_settings
 
-from stackkit.servers import PrometheusProxy as PrometheusProxy
-from stackkit.servers import RedisServer as RedisServer
+from stackkit.servers import PrometheusProxy, RedisServer
+from stackkit.stack import ROOT, Devstack, read_env_file
 from tests.chaos.stack import flush_test_redis, wait_healthy
-from tests.conftest import ROOT, Devstack, read_env_file
 
 
 @pytest.fixture

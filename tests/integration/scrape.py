@@ -15,7 +15,7 @@ from contextlib import contextmanager
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import STATE_DIR, Devstack
+from stackkit.stack import STATE_DIR, Devstack
 
 
 def sample_sum(url: str, name: str, **labels: str) -> float:

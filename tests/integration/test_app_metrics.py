@@ -10,7 +10,8 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from door.wscap import CLOSE_TOO_MANY_FROM_CLIENT, CLOSE_TRY_AGAIN_LATER
-from tests.conftest import Devstack, StartProcess, free_port, manage, wait_http
+from stackkit.stack import Devstack, free_port, manage, wait_http
+from tests.conftest import StartProcess
 from tests.integration.scrape import prometheus_target, wait_promql_value
 
 pytestmark = pytest.mark.integration

@@ -21,9 +21,9 @@ from wsproto.events import TextMessage
 
 from door.wscap import CLOSE_TOO_CHATTY, CLOSE_TOO_MANY_FROM_CLIENT
 from live.publish import publish
+from stackkit.stack import Devstack, chaos_session
 from stackkit.ws import Hostile
-from tests.chaos.stack import GUARD_ALWAYS_REFUSES, chaos_session, flush_test_redis, press
-from tests.conftest import Devstack
+from tests.chaos.stack import GUARD_ALWAYS_REFUSES, flush_test_redis, press
 from tests.integration.scrape import sample_sum
 
 pytestmark = pytest.mark.integration

@@ -14,13 +14,12 @@ from collections.abc import Callable
 
 import pytest
 
+from stackkit.stack import Devstack, chaos_session, events, free_port
 from tests.chaos.stack import (
     GUARD_ALWAYS_REFUSES,
     budget,
-    chaos_session,
     delete_rolebinding,
     event,
-    events,
     pods,
     press,
     restore_budget,
@@ -29,7 +28,6 @@ from tests.chaos.stack import (
     wait_budget,
     wait_healthy,
 )
-from tests.conftest import Devstack, free_port
 from tests.integration.scrape import sample_sum
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("healthy_cluster")]

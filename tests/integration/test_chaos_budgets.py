@@ -18,8 +18,9 @@ import pytest
 import requests
 
 from chaos.views import SCOPE_GLOBAL, SCOPE_VISITOR
-from tests.chaos.stack import GUARD_ALWAYS_REFUSES, chaos_session, press
-from tests.integration.conftest import RedisServer
+from stackkit.servers import RedisServer
+from stackkit.stack import chaos_session
+from tests.chaos.stack import GUARD_ALWAYS_REFUSES, press
 
 pytestmark = pytest.mark.integration
 

@@ -28,17 +28,9 @@ import requests
 
 from chaos.services import KILL_LOCK_KEY
 from stackkit.podwatch import PodWatch, Terminations
-from tests.chaos.stack import (
-    NAMESPACE,
-    chaos_session,
-    events,
-    flush_test_redis,
-    pods,
-    press,
-    wait_healthy,
-)
-from tests.conftest import Devstack
-from tests.integration.conftest import RedisServer
+from stackkit.servers import RedisServer
+from stackkit.stack import Devstack, chaos_session, events
+from tests.chaos.stack import NAMESPACE, flush_test_redis, pods, press, wait_healthy
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("healthy_cluster")]
 

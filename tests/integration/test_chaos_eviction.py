@@ -33,17 +33,9 @@ from kubernetes import config as kube_config
 from chaos import kube
 from chaos.pods import Pod
 from stackkit.podwatch import PodWatch
-from tests.chaos.stack import (
-    NAMESPACE,
-    REPLICAS,
-    budget,
-    chaos_session,
-    events,
-    press,
-    wait_healthy,
-)
-from tests.conftest import ROOT, SELECTOR, Devstack
-from tests.integration.conftest import RedisServer
+from stackkit.servers import RedisServer
+from stackkit.stack import ROOT, SELECTOR, Devstack, chaos_session, events
+from tests.chaos.stack import NAMESPACE, REPLICAS, budget, press, wait_healthy
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("healthy_cluster")]
 

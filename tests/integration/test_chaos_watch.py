@@ -15,15 +15,9 @@ from chaos import kube
 from chaos.eventwatch import EventWatch
 from chaos.management.commands import watch_pods
 from runtime.worker import STANDBY_RETRY_S
-from tests.chaos.stack import (
-    NAMESPACE,
-    chaos_session,
-    event,
-    pods,
-    press,
-    wait_healthy,
-)
-from tests.conftest import Devstack, StartProcess, free_port, manage, until, wait_http
+from stackkit.stack import Devstack, chaos_session, free_port, manage, wait_http
+from tests.chaos.stack import NAMESPACE, event, pods, press, wait_healthy
+from tests.conftest import StartProcess, until
 from tests.integration.scrape import sample_sum
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("healthy_cluster")]

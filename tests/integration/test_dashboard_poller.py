@@ -23,17 +23,9 @@ from dashboard.poller import MetricsPoller
 from dashboard.snapshot import Snapshot
 from live.publish import latest
 from runtime.worker import STANDBY_RETRY_S
-from tests.conftest import (
-    TEST_NAMESPACE,
-    Devstack,
-    RedisDb,
-    StartProcess,
-    free_port,
-    manage,
-    until,
-    wait_http,
-)
-from tests.integration.conftest import PrometheusProxy
+from stackkit.servers import PrometheusProxy
+from stackkit.stack import TEST_NAMESPACE, Devstack, RedisDb, free_port, manage, wait_http
+from tests.conftest import StartProcess, until
 from tests.integration.scrape import sample_sum
 
 pytestmark = pytest.mark.integration

@@ -14,7 +14,8 @@ from websockets.sync.client import ClientConnection, connect
 
 from dashboard.consumers import CLOSE_BINARY, CLOSE_TOO_BIG, MAX_CLIENT_TEXT
 from live.publish import GROUP, publish
-from tests.conftest import Devstack, RedisDb, until
+from stackkit.stack import Devstack, RedisDb
+from tests.conftest import until
 
 pytestmark = pytest.mark.integration
 

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import STATE_DIR, Devstack, until
+from stackkit.stack import STATE_DIR, Devstack
+from tests.conftest import until
 from tests.integration.conftest import OwnStack, group_members, own_stack
 
 pytestmark = pytest.mark.integration

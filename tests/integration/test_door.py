@@ -23,9 +23,10 @@ from door.wscap import CLOSE_TOO_CHATTY
 from live.publish import publish
 from stackkit.bystander import bystander
 from stackkit.servers import big_pods_frame
+from stackkit.stack import Devstack, daphne_command, free_port, wait_http
 from stackkit.ws import Hostile, continuation_flood, raise_fd_limit
 from tests.chaos.stack import flush_test_redis
-from tests.conftest import Devstack, StartProcess, daphne_command, free_port, wait_http
+from tests.conftest import StartProcess
 from tests.integration.scrape import sample_sum
 
 pytestmark = pytest.mark.integration

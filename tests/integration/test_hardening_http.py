@@ -20,14 +20,8 @@ from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 from websockets.typing import Origin
 
-from tests.conftest import (
-    Devstack,
-    StartProcess,
-    daphne_command,
-    free_port,
-    manage,
-    wait_http,
-)
+from stackkit.stack import Devstack, daphne_command, free_port, manage, wait_http
+from tests.conftest import StartProcess
 from tests.integration.scrape import sample_sum
 
 pytestmark = pytest.mark.integration

@@ -27,7 +27,8 @@ import yaml
 from websockets.sync.client import connect
 from websockets.typing import Origin
 
-from tests.conftest import ROOT, Devstack, free_port, unavailable, wait_http
+from stackkit.stack import ROOT, Devstack, free_port, wait_http
+from tests.conftest import unavailable
 
 WEB = next(
     doc

@@ -18,7 +18,7 @@ import pytest
 import yaml
 from django.conf import settings
 
-from tests.conftest import ROOT, Devstack
+from stackkit.stack import ROOT, Devstack
 
 pytestmark = pytest.mark.integration
 

@@ -24,8 +24,9 @@ import redis
 import requests
 
 from chaos.selectors import HISTORY_KEY
-from tests.chaos.stack import GUARD_ALWAYS_REFUSES, chaos_session, flush_test_redis, press
-from tests.conftest import ROOT, Devstack, manage, unavailable
+from stackkit.stack import ROOT, Devstack, chaos_session, manage
+from tests.chaos.stack import GUARD_ALWAYS_REFUSES, flush_test_redis, press
+from tests.conftest import unavailable
 
 pytestmark = pytest.mark.integration
 

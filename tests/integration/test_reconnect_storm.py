@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 import pytest
 
+from stackkit.stack import Devstack
 from stackkit.ws import (
     Viewer,
     close_codes,
@@ -24,7 +25,6 @@ from stackkit.ws import (
     retransmissions,
     source_address,
 )
-from tests.conftest import Devstack
 from tests.integration.scrape import sample_sum
 
 pytestmark = pytest.mark.integration

@@ -29,7 +29,8 @@ from websockets.sync.client import ClientConnection, connect
 from websockets.sync.connection import Connection
 from websockets.typing import Origin
 
-from tests.conftest import ROOT, Devstack, read_env_file, unavailable
+from stackkit.stack import ROOT, Devstack, read_env_file
+from tests.conftest import unavailable
 from tests.integration.test_manifests import APP_NAMESPACE, CHAOS_NAMESPACE, remove_app
 
 # The node's first start may build containerd, CoreDNS and the images (minutes, cold).

@@ -29,17 +29,17 @@ from chaos.management.commands.watch_pods import Command as WatchPods
 from dashboard import promql
 from dashboard.management.commands.poll_metrics import Command as PollMetrics
 from runtime.worker import STANDBY_RETRY_S
+from stackkit.servers import PrometheusProxy
+from stackkit.stack import Devstack, chaos_session, free_port, manage, wait_http
 from tests.chaos.stack import (
     GUARD_ALWAYS_REFUSES,
     NAMESPACE,
-    chaos_session,
     flush_test_redis,
     pods,
     press,
     wait_healthy,
 )
-from tests.conftest import Devstack, StartProcess, free_port, manage, until, wait_http
-from tests.integration.conftest import PrometheusProxy
+from tests.conftest import StartProcess, until
 from tests.integration.scrape import sample_sum
 
 pytestmark = pytest.mark.integration

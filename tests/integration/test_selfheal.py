@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import SELECTOR, until
+from stackkit.stack import SELECTOR
+from tests.conftest import until
 from tests.integration.conftest import OwnStack, own_stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]

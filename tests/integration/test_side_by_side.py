@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import ROOT, STATE_DIR, Devstack, until
+from stackkit.stack import ROOT, STATE_DIR, Devstack
+from tests.conftest import until
 from tests.integration.scrape import sample_sum
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(1500)]

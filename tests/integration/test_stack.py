@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from kubernetes import client, config, watch
 
-from tests.conftest import ROOT, SELECTOR, STATE_DIR, TEST_NAMESPACE, Devstack
+from stackkit.stack import ROOT, SELECTOR, STATE_DIR, TEST_NAMESPACE, Devstack
 from tests.integration.scrape import promql
 
 pytestmark = pytest.mark.integration

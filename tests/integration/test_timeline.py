@@ -19,8 +19,9 @@ import pytest
 import requests
 
 from chaos.timeline import phases_text
-from tests.chaos.stack import chaos_session, event, flush_test_redis, pods, press, wait_healthy
-from tests.conftest import Devstack, StartProcess, manage
+from stackkit.stack import Devstack, chaos_session, manage
+from tests.chaos.stack import event, flush_test_redis, pods, press, wait_healthy
+from tests.conftest import StartProcess
 
 pytestmark = pytest.mark.integration
 
