@@ -21,6 +21,7 @@ import argparse
 import asyncio
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -46,6 +47,9 @@ class Viewer:
     # thousand viewers share this one client process, so the less each does per frame,
     # the less the client's own queueing inflates the numbers.
     frames: list[tuple[float, str]] = field(default_factory=list)
+    # Every frame's size in bytes, by its type: kept by one viewer only (the same frames
+    # reach them all), for the frame-size table.
+    sizes: dict[str, list[int]] | None = None
 
 
 @dataclass
@@ -79,8 +83,13 @@ async def watch(url: str, viewer: Viewer, ready: asyncio.Event) -> None:
     async with websockets.connect(url, origin=origin, max_queue=None, open_timeout=60) as ws:
         ready.set()
         async for text in ws:
-            if isinstance(text, str) and text.startswith('{"type":"pods"'):
+            if not isinstance(text, str):
+                continue
+            if text.startswith('{"type":"pods"'):
                 viewer.frames.append((time.monotonic(), text))
+            if viewer.sizes is not None:
+                kind = text[len('{"type":"') :].split('"', 1)[0]
+                viewer.sizes.setdefault(kind, []).append(len(text.encode()))
 
 
 def first_seen(viewer: Viewer, rnd: Round) -> tuple[float | None, float | None]:
@@ -124,6 +133,7 @@ async def connect_viewers(ws_url: str, crowd: list[Viewer]) -> list[asyncio.Task
 
 async def run(base: str, viewers: int, kills: int, warmup: int) -> None:
     crowd = [Viewer() for _ in range(viewers)]
+    crowd[0].sizes = {}
     started = time.monotonic()
     tasks = await connect_viewers(base.replace("http://", "ws://") + "/ws/infra/", crowd)
     print(f"{viewers} viewers connected in {time.monotonic() - started:.1f} s", flush=True)
@@ -195,6 +205,13 @@ async def run(base: str, viewers: int, kills: int, warmup: int) -> None:
         print(summary(f"POST -> every viewer has seen {what}", last))
         if missing:
             print(f"  ({missing} viewer x kill samples never saw it)")
+    print()
+    print("frames one viewer received, by type (bytes; the first frames on connect included)")
+    for kind, sizes in sorted((crowd[0].sizes or {}).items()):
+        print(
+            f"  {kind:<8} n={len(sizes):<4} median {statistics.median(sizes):8.0f}  "
+            f"max {max(sizes):8d}  total {sum(sizes):9d}"
+        )
 
 
 def start_app(env: dict[str, str], logs: Path) -> tuple[str, list[subprocess.Popen[bytes]]]:
